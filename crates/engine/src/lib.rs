@@ -1,0 +1,1 @@
+//! bitnet-engine (placeholder)

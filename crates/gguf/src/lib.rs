@@ -1,0 +1,1 @@
+//! bitnet-gguf (placeholder)

@@ -1,0 +1,1 @@
+//! bitnet-model (placeholder)

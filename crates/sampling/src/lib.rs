@@ -1,0 +1,1 @@
+//! bitnet-sampling (placeholder)
