@@ -1,0 +1,116 @@
+//! A growable, zero-initialised byte buffer aligned to 64 bytes (one cache
+//! line, one AVX-512 register), for packed weights and activations.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use std::ptr::NonNull;
+
+/// Alignment of every [`AlignedBytes`] buffer.
+pub const ALIGN: usize = 64;
+
+/// An owned, 64-byte-aligned, zero-initialised byte buffer of fixed length.
+pub struct AlignedBytes {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: AlignedBytes owns its allocation exclusively, like Vec<u8>.
+unsafe impl Send for AlignedBytes {}
+// SAFETY: shared access only hands out `&[u8]`, like Vec<u8>.
+unsafe impl Sync for AlignedBytes {}
+
+impl AlignedBytes {
+    /// A zeroed buffer of `len` bytes.
+    pub fn zeroed(len: usize) -> AlignedBytes {
+        if len == 0 {
+            // A non-null, aligned address that is never dereferenced.
+            let ptr = NonNull::new(std::ptr::without_provenance_mut::<u8>(ALIGN))
+                .expect("ALIGN is non-zero");
+            return AlignedBytes { ptr, len: 0 };
+        }
+        let layout = Self::layout(len);
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
+        AlignedBytes { ptr, len }
+    }
+
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len, ALIGN).expect("buffer size overflows isize")
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `len` initialised bytes (zeroed at
+        // allocation) for as long as `self` lives, or dangling with len 0.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes viewed as `i8`.
+    pub fn as_i8(&self) -> &[i8] {
+        // SAFETY: i8 and u8 have the same size and alignment, and every bit
+        // pattern is valid for both.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<i8>(), self.len) }
+    }
+
+    /// The bytes viewed as `i8`, mutably.
+    pub fn as_i8_mut(&mut self) -> &mut [i8] {
+        // SAFETY: as in `as_i8`, with exclusivity from `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<i8>(), self.len) }
+    }
+}
+
+impl Drop for AlignedBytes {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: allocated in `zeroed` with this exact layout.
+            unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) };
+        }
+    }
+}
+
+impl Clone for AlignedBytes {
+    fn clone(&self) -> Self {
+        let mut copy = AlignedBytes::zeroed(self.len);
+        copy.as_mut_slice().copy_from_slice(self.as_slice());
+        copy
+    }
+}
+
+impl std::fmt::Debug for AlignedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBytes({} bytes)", self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_and_zeroed() {
+        for len in [0, 1, 63, 64, 1000] {
+            let b = AlignedBytes::zeroed(len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Dense (non-ternary) weight matrices: the token embedding and the LM head.
+//!
+//! These stay in the format the model file stores them in (F32, F16, BF16,
+//! Q8_0 or Q6_K) and are read in place from the memory map: the embedding
+//! gathers single rows, the head multiplies every row by the final hidden
+//! state. The block layouts are llama.cpp's (the `q8_0` and `q6_k` modules
+//! describe them); the quantisers exist for `convert`.
+
+pub mod q6_k;
+pub mod q8_0;
+pub(crate) mod scalar;
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+
+/// Storage type of a dense matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenseType {
+    /// IEEE f32.
+    F32,
+    /// IEEE f16.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// llama.cpp Q8_0: blocks of 32 int8 with one f16 scale.
+    Q8_0,
+    /// llama.cpp Q6_K: super-blocks of 256 6-bit values, 16 int8 sub-scales.
+    Q6K,
+}
+
+impl DenseType {
+    /// Values per block.
+    pub fn block_elems(self) -> usize {
+        match self {
+            DenseType::F32 | DenseType::F16 | DenseType::BF16 => 1,
+            DenseType::Q8_0 => q8_0::BLOCK_ELEMS,
+            DenseType::Q6K => q6_k::BLOCK_ELEMS,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DenseType::F32 => 4,
+            DenseType::F16 | DenseType::BF16 => 2,
+            DenseType::Q8_0 => q8_0::BLOCK_BYTES,
+            DenseType::Q6K => q6_k::BLOCK_BYTES,
+        }
+    }
+
+    /// Bytes of one row of `cols` values, or `None` when `cols` is not a
+    /// whole number of blocks.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        (cols % self.block_elems() == 0).then(|| cols / self.block_elems() * self.block_bytes())
+    }
+
+    /// Name as in GGUF.
+    pub fn name(self) -> &'static str {
+        match self {
+            DenseType::F32 => "F32",
+            DenseType::F16 => "F16",
+            DenseType::BF16 => "BF16",
+            DenseType::Q8_0 => "Q8_0",
+            DenseType::Q6K => "Q6_K",
+        }
+    }
+}
+
+/// A borrowed dense matrix of `rows` × `cols` values stored row by row.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseMatrix<'a> {
+    ty: DenseType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> DenseMatrix<'a> {
+    /// Wraps `data`, checking that its size matches the shape.
+    pub fn new(ty: DenseType, rows: usize, cols: usize, data: &'a [u8]) -> Result<DenseMatrix<'a>> {
+        let row_bytes = ty.row_bytes(cols).ok_or_else(|| Error::Shape {
+            what: "dense matrix columns",
+            expected: format!("a multiple of {} for {}", ty.block_elems(), ty.name()),
+            found: cols.to_string(),
+        })?;
+        if data.len() != rows * row_bytes {
+            return Err(Error::Shape {
+                what: "dense matrix bytes",
+                expected: format!("{rows} x {cols} {} = {} bytes", ty.name(), rows * row_bytes),
+                found: data.len().to_string(),
+            });
+        }
+        Ok(DenseMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// Storage type.
+    pub fn ty(&self) -> DenseType {
+        self.ty
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// All bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Writes row `r` as f32 into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize(self.ty, self.row(r), &mut out[..self.cols]);
+    }
+}
+
+/// Converts a run of stored values (whole blocks) to f32.
+pub fn dequantize(ty: DenseType, bytes: &[u8], out: &mut [f32]) {
+    match ty {
+        DenseType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DenseType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DenseType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DenseType::Q8_0 => {
+            for (o, b) in out
+                .chunks_exact_mut(q8_0::BLOCK_ELEMS)
+                .zip(bytes.chunks_exact(q8_0::BLOCK_BYTES))
+            {
+                q8_0::dequantize_block(b, o);
+            }
+        }
+        DenseType::Q6K => {
+            for (o, b) in out
+                .chunks_exact_mut(q6_k::BLOCK_ELEMS)
+                .zip(bytes.chunks_exact(q6_k::BLOCK_BYTES))
+            {
+                q6_k::dequantize_block(b, o);
+            }
+        }
+    }
+}
+
+/// Encodes f32 values (whole blocks) in `ty`.
+pub fn quantize(ty: DenseType, values: &[f32]) -> Result<Vec<u8>> {
+    let bytes = ty.row_bytes(values.len()).ok_or_else(|| Error::Shape {
+        what: "values to quantise",
+        expected: format!("a multiple of {} for {}", ty.block_elems(), ty.name()),
+        found: values.len().to_string(),
+    })?;
+    let mut out = Vec::with_capacity(bytes);
+    match ty {
+        DenseType::F32 => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        DenseType::F16 => values
+            .iter()
+            .for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
+        DenseType::BF16 => values
+            .iter()
+            .for_each(|v| out.extend(bf16::from_f32(*v).to_le_bytes())),
+        DenseType::Q8_0 => values
+            .chunks_exact(q8_0::BLOCK_ELEMS)
+            .for_each(|b| out.extend(q8_0::quantize_block(b))),
+        DenseType::Q6K => values
+            .chunks_exact(q6_k::BLOCK_ELEMS)
+            .for_each(|b| out.extend(q6_k::quantize_block(b))),
+    }
+    Ok(out)
+}

@@ -1,0 +1,118 @@
+//! Instruction-set levels and the capability tokens that prove them.
+//!
+//! A token can only be obtained through runtime detection, so a function that
+//! takes one may use the corresponding `#[target_feature]` code soundly.
+
+use std::fmt;
+
+/// A kernel level. Each level implies the features of the levels before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, no `std::arch`. Always available; the reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd` on 512-bit vectors).
+    Avx512,
+}
+
+impl Isa {
+    /// All levels, from the most portable to the most specific.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    /// The lower-case name used by the `BITNET_KERNEL` knob.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a knob value.
+    pub fn from_name(s: &str) -> Option<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "generic" | "portable" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" | "avx512vnni" | "avx512-vnni" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+
+    /// Whether this CPU can run kernels of this level.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => Avx2::detect().is_some(),
+            Isa::Avx512 => Avx512::detect().is_some(),
+        }
+    }
+
+    /// The best level this CPU supports.
+    pub fn best() -> Isa {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// The levels this CPU supports, from the most portable.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Proof that the CPU supports AVX2, FMA and F16C.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2(());
+
+impl Avx2 {
+    /// Returns the token when the running CPU has the features.
+    pub fn detect() -> Option<Avx2> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                return Some(Avx2(()));
+            }
+        }
+        None
+    }
+}
+
+/// Proof that the CPU supports AVX-512 F/BW/VL/VNNI (and everything [`Avx2`]
+/// proves).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512(());
+
+impl Avx512 {
+    /// Returns the token when the running CPU has the features.
+    pub fn detect() -> Option<Avx512> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Avx2::detect().is_some()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                return Some(Avx512(()));
+            }
+        }
+        None
+    }
+
+    /// The AVX2 token implied by this one.
+    pub fn avx2(self) -> Avx2 {
+        Avx2(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Elementwise and row operations on f32 vectors: RMSNorm, rotary position
+//! embedding, softmax and the FFN activations. Written so the compiler
+//! vectorises them; they are a small share of the time next to the products.
+
+/// `out_i = w_i · (x_i / sqrt(mean(x²) + eps))`, computed as transformers'
+/// `LlamaRMSNorm` does (`x · rsqrt(var + eps)`, then the weight).
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum_sq = sum_of_squares(x);
+    let r = 1.0 / (sum_sq / x.len() as f32 + eps).sqrt();
+    for ((o, &xv), &wv) in out.iter_mut().zip(x).zip(w) {
+        *o = wv * (xv * r);
+    }
+}
+
+fn sum_of_squares(x: &[f32]) -> f32 {
+    // Eight partial sums: vectorisable and closer to a pairwise sum than a
+    // single running total.
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for v in tail {
+        s += v * v;
+    }
+    s
+}
+
+/// Dot product with eight partial sums.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for j in 0..8 {
+            acc[j] += a[i + j] * b[i + j];
+        }
+        i += 8;
+    }
+    let mut s = acc.iter().sum::<f32>();
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
+/// `y += a · x`.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Squared ReLU of the gate times the up projection (BitNet b1.58 FFN).
+pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let r = g.max(0.0);
+        *o = r * r * u;
+    }
+}
+
+/// SiLU of the gate times the up projection (SwiGLU).
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// Rotary embedding angles: `inv_freq[i] = 1 / theta^(2i / dim)`, computed
+/// in f32 as transformers does.
+pub fn rope_inv_freq(dim: usize, theta: f32) -> Vec<f32> {
+    (0..dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
+        .collect()
+}
+
+/// Fills `cos` and `sin` (`inv_freq.len()` values each) for position `pos`.
+pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
+    for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
+        let angle = pos as f32 * f;
+        // Evaluate in f64 and round once: as close to correctly rounded as
+        // f32 sin/cos get.
+        *c = (angle as f64).cos() as f32;
+        *s = (angle as f64).sin() as f32;
+    }
+}
+
+/// NeoX / rotate-half rotary embedding of one head: element `i` pairs with
+/// `i + d/2`.
+pub fn rope_neox(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = head.len() / 2;
+    let (lo, hi) = head.split_at_mut(half);
+    for i in 0..half {
+        let (a, b) = (lo[i], hi[i]);
+        lo[i] = a * cos[i] + -b * sin[i];
+        hi[i] = b * cos[i] + a * sin[i];
+    }
+}
+
+/// Original (GPT-J / llama.cpp "norm") rotary embedding of one head:
+/// elements `2i` and `2i+1` form a pair.
+pub fn rope_interleaved(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for i in 0..head.len() / 2 {
+        let (a, b) = (head[2 * i], head[2 * i + 1]);
+        head[2 * i] = a * cos[i] - b * sin[i];
+        head[2 * i + 1] = b * cos[i] + a * sin[i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_of_constant_row_is_the_weight() {
+        let x = [2.0f32; 16];
+        let w: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let mut out = [0f32; 16];
+        rmsnorm(&x, &w, 0.0, &mut out);
+        for (o, wv) in out.iter().zip(&w) {
+            assert!((o - wv).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut x = [1.0f32, 2.0, 3.0, -1e9];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_rotates_pairs() {
+        let inv = rope_inv_freq(4, 10000.0);
+        let (mut c, mut s) = ([0f32; 2], [0f32; 2]);
+        rope_cos_sin(0, &inv, &mut c, &mut s);
+        let mut h = [1.0f32, 2.0, 3.0, 4.0];
+        rope_neox(&mut h, &c, &s);
+        assert_eq!(h, [1.0, 2.0, 3.0, 4.0]);
+        rope_cos_sin(1, &inv, &mut c, &mut s);
+        let mut h = [1.0f32, 0.0, 0.0, 0.0];
+        rope_neox(&mut h, &c, &s);
+        assert!((h[0] - 1f32.cos()).abs() < 1e-6 && (h[2] - 1f32.sin()).abs() < 1e-6);
+        let mut h = [1.0f32, 0.0, 0.0, 0.0];
+        rope_interleaved(&mut h, &c, &s);
+        assert!((h[0] - 1f32.cos()).abs() < 1e-6 && (h[1] - 1f32.sin()).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,39 @@
+//! The scalar reference for ternary × int8 products: decode each digit and
+//! multiply-accumulate `t · q` in plain integer arithmetic.
+
+use super::{BLOCK_BYTES, BLOCK_COLS, BLOCK_ROWS, DIGITS, TernaryMatrix, decode_digit};
+use crate::act::QuantizedActs;
+use crate::out::OutRows;
+
+/// Computes the outputs of row blocks `blocks` for every token.
+pub(crate) fn gemm(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows,
+    blocks: std::ops::Range<usize>,
+) {
+    for t in 0..x.n_tokens() {
+        let q = x.row(t);
+        let s_x = x.scales()[t];
+        for rb in blocks.clone() {
+            let mut acc = [0i32; BLOCK_ROWS];
+            let row_block = w.row_block(rb);
+            for cb in 0..w.col_blocks() {
+                let block = &row_block[cb * BLOCK_BYTES..][..BLOCK_BYTES];
+                for (j, &byte) in block.iter().enumerate() {
+                    for d in 0..DIGITS {
+                        let t_val = i32::from(decode_digit(byte, d)) - 1;
+                        let qv = i32::from(q[cb * BLOCK_COLS + j % 4 + 4 * d]);
+                        acc[j / 4] += t_val * qv;
+                    }
+                }
+            }
+            for (i, &a) in acc.iter().enumerate() {
+                let r = rb * BLOCK_ROWS + i;
+                if r < w.rows() {
+                    out.write(t, r, w.rule().apply(a, s_x, w.scales()[r]));
+                }
+            }
+        }
+    }
+}
