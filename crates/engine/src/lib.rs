@@ -1,1 +1,31 @@
-//! bitnet-engine (placeholder)
+//! Running BitNet models: the layer the command line, the server and the
+//! Python bindings share.
+//!
+//! * [`resolve`] turns a `-m` argument into files: a GGUF, a Hugging Face
+//!   directory, a Hub repo id fetched into the standard cache, or the demo
+//!   model [`builtin`] into the binary, so every command works offline.
+//! * [`Engine`] holds a loaded model, its tokenizer and a thread pool, and
+//!   offers the single-sequence operations: generation with streaming text,
+//!   and perplexity with llama-perplexity's procedure.
+//! * [`SequenceState`] is everything one generated sequence needs besides
+//!   the model (sampler, UTF-8-safe detokeniser, stop strings, limits), so a
+//!   batching scheduler can drive many of them with one forward pass.
+
+#![deny(missing_docs)]
+
+pub mod builtin;
+mod engine;
+mod error;
+pub mod resolve;
+mod sequence;
+mod stop;
+
+pub use engine::{Engine, EngineOptions, Generation, Perplexity, Timings, gguf_vocab, load_model, negative_log_likelihood};
+pub use error::{Error, Result};
+pub use resolve::{ModelLocation, Resolved};
+pub use sequence::{GenerationParams, SequenceState, Step, StopReason};
+pub use stop::StopMatcher;
+
+pub use bitnet_model::{KvType, Model};
+pub use bitnet_sampling::SamplerConfig;
+pub use bitnet_tokenizer::{ChatMessage, Tokenizer};

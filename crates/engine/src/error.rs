@@ -1,0 +1,55 @@
+//! Errors of the engine crate.
+
+/// Why a model could not be resolved, loaded or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Loading or running the model failed.
+    #[error(transparent)]
+    Model(#[from] bitnet_model::Error),
+    /// The GGUF container is invalid.
+    #[error(transparent)]
+    Gguf(#[from] bitnet_gguf::Error),
+    /// The tokenizer could not be built or used.
+    #[error(transparent)]
+    Tokenizer(#[from] bitnet_tokenizer::Error),
+    /// Downloading or finding the model in the Hugging Face cache failed.
+    #[error(transparent)]
+    Hub(#[from] bitnet_hub::Error),
+    /// The kernel level requested is not available.
+    #[error(transparent)]
+    Kernels(#[from] bitnet_kernels::Error),
+    /// The model argument names nothing we can load.
+    #[error("model `{spec}`: {reason}")]
+    ModelSpec {
+        /// The argument as given.
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The prompt does not fit in the context.
+    #[error("the prompt has {n_tokens} tokens but the context holds {n_ctx}; use a larger -c/--ctx-size or a shorter prompt")]
+    PromptTooLong {
+        /// Prompt length in tokens.
+        n_tokens: usize,
+        /// Context size.
+        n_ctx: usize,
+    },
+    /// The prompt is empty and the model has no BOS token to start from.
+    #[error("the prompt is empty and the model has no BOS token to start from")]
+    EmptyPrompt,
+    /// A request parameter is out of range.
+    #[error("invalid {name}: {reason}")]
+    InvalidArgument {
+        /// Parameter name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The chat template could not be applied.
+    #[error("the model has no chat template")]
+    NoChatTemplate,
+}
+
+/// Result with the engine [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,268 @@
+//! GGUF files as written by bitnet.cpp (I2_S, TL1, TL2) and llama.cpp
+//! (TQ1_0, TQ2_0), and float exports of ternary models.
+
+use std::sync::Arc;
+
+use bitnet_gguf::ternary::{TernaryScale, TlTiling};
+use bitnet_gguf::{GgufFile, TensorInfo, TensorType};
+use bitnet_kernels::{DenseType, ScaleRule};
+use half::{bf16, f16};
+
+use super::ternarize::ternarize;
+use super::{Role, TensorSource, Ternary};
+use crate::config::{Arch, HParams, RopeStyle};
+use crate::error::{Error, Result};
+use crate::storage::{ByteView, Owner};
+use crate::weights::DenseWeight;
+
+struct FileBytes(Arc<GgufFile>);
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+pub(crate) struct GgufSource {
+    file: Arc<GgufFile>,
+    owner: Owner,
+    label: String,
+    tiling: Vec<(usize, usize, TlTiling)>,
+}
+
+fn label(f: &GgufFile) -> String {
+    f.path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(GGUF in memory)".into())
+}
+
+/// Reads the hyper-parameters from `{arch}.*` metadata.
+pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
+    let file = label(f);
+    let md = f.metadata();
+    let arch_name = f.architecture().ok_or_else(|| Error::Config {
+        file: file.clone(),
+        field: "general.architecture".into(),
+        reason: "missing".into(),
+    })?;
+    let arch = Arch::from_gguf(arch_name).ok_or_else(|| Error::UnsupportedArch {
+        file: file.clone(),
+        arch: arch_name.to_string(),
+        supported: Arch::SUPPORTED,
+    })?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let missing = |k: String| Error::Config {
+        file: file.clone(),
+        field: k,
+        reason: "missing".into(),
+    };
+    let int = |k: &str| -> Result<Option<usize>> { Ok(md.get_u64(&key(k))?.map(|v| v as usize)) };
+    let need = |k: &str| -> Result<usize> { int(k)?.ok_or_else(|| missing(key(k))) };
+    let n_embd = need("embedding_length")?;
+    let n_head = need("attention.head_count")?;
+    let head_dim = match int("attention.key_length")? {
+        Some(d) => d,
+        None if n_head > 0 => n_embd / n_head,
+        None => 0,
+    };
+    let n_vocab = match int("vocab_size")? {
+        Some(v) => v,
+        None => f
+            .tensor("token_embd.weight")
+            .and_then(|t| t.ne.get(1).copied())
+            .map(|v| v as usize)
+            .ok_or_else(|| missing(key("vocab_size")))?,
+    };
+    let hp = HParams {
+        arch,
+        n_embd,
+        n_layer: need("block_count")?,
+        n_head,
+        n_head_kv: int("attention.head_count_kv")?.unwrap_or(n_head),
+        head_dim,
+        n_ff: need("feed_forward_length")?,
+        n_vocab,
+        n_ctx_train: int("context_length")?.unwrap_or(2048),
+        rms_eps: md
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .ok_or_else(|| missing(key("attention.layer_norm_rms_epsilon")))?,
+        rope_theta: md.get_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
+        rope_dim: int("rope.dimension_count")?.unwrap_or(head_dim),
+        rope_style: match arch {
+            Arch::Llama => RopeStyle::Interleaved,
+            Arch::BitnetB158 | Arch::Bitnet => RopeStyle::Neox,
+        },
+        ffn_act: arch.default_ffn_act(),
+        tied_embeddings: f.tensor("output.weight").is_none(),
+    };
+    hp.validate(&file)?;
+    Ok(hp)
+}
+
+impl GgufSource {
+    pub(crate) fn new(file: Arc<GgufFile>, tiling: Vec<(usize, usize, TlTiling)>) -> GgufSource {
+        GgufSource {
+            owner: Arc::new(FileBytes(Arc::clone(&file))),
+            label: label(&file),
+            file,
+            tiling,
+        }
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.file.tensor(name).ok_or_else(|| Error::MissingTensor {
+            file: self.label.clone(),
+            tensor: name.to_string(),
+        })
+    }
+
+    fn type_err(&self, t: &TensorInfo, role: &'static str) -> Error {
+        Error::TensorType {
+            file: self.label.clone(),
+            tensor: t.name.clone(),
+            ty: t.ty.name(),
+            role,
+        }
+    }
+
+    fn floats(&self, t: &TensorInfo, role: &'static str) -> Result<Vec<f32>> {
+        let b = self.file.tensor_data(t)?;
+        Ok(match t.ty {
+            TensorType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            TensorType::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            TensorType::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            _ => return Err(self.type_err(t, role)),
+        })
+    }
+
+    /// Optional per-matrix scale tensor (`blk.N.attn_q.scale`), as mainline
+    /// llama.cpp conversions of 1bitLLM models write it.
+    fn extra_scale(&self, name: &str) -> Result<f32> {
+        let base = name.strip_suffix(".weight").unwrap_or(name);
+        match self.file.tensor(&format!("{base}.scale")) {
+            None => Ok(1.0),
+            Some(t) => {
+                let v = self.floats(t, "a matrix scale")?;
+                if v.len() != 1 {
+                    return Err(Error::TensorShape {
+                        file: self.label.clone(),
+                        tensor: t.name.clone(),
+                        expected: vec![1],
+                        found: vec![v.len()],
+                    });
+                }
+                Ok(v[0])
+            }
+        }
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn file(&self) -> &str {
+        &self.label
+    }
+
+    fn name(&self, role: Role, l: usize) -> String {
+        let blk = |s: &str| format!("blk.{l}.{s}.weight");
+        match role {
+            Role::TokenEmbd => "token_embd.weight".into(),
+            Role::OutputNorm => "output_norm.weight".into(),
+            Role::Output => "output.weight".into(),
+            Role::AttnNorm => blk("attn_norm"),
+            Role::AttnQ => blk("attn_q"),
+            Role::AttnK => blk("attn_k"),
+            Role::AttnV => blk("attn_v"),
+            Role::AttnOut => blk("attn_output"),
+            Role::AttnSubNorm => blk("attn_sub_norm"),
+            Role::FfnNorm => blk("ffn_norm"),
+            Role::FfnGate => blk("ffn_gate"),
+            Role::FfnUp => blk("ffn_up"),
+            Role::FfnDown => blk("ffn_down"),
+            Role::FfnSubNorm => blk("ffn_sub_norm"),
+        }
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let t = self.file.tensor(name)?;
+        Some(t.ne.iter().rev().map(|&v| v as usize).collect())
+    }
+
+    fn vector(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.info(name)?;
+        self.floats(t, "a norm weight")
+    }
+
+    fn dense(&self, name: &str) -> Result<DenseWeight> {
+        let t = self.info(name)?;
+        let ty = match t.ty {
+            TensorType::F32 => DenseType::F32,
+            TensorType::F16 => DenseType::F16,
+            TensorType::BF16 => DenseType::BF16,
+            TensorType::Q8_0 => DenseType::Q8_0,
+            TensorType::Q6_K => DenseType::Q6K,
+            _ => return Err(self.type_err(t, "an embedding or output matrix (F32, F16, BF16, Q8_0, Q6_K)")),
+        };
+        let data = self.file.tensor_data(t)?;
+        let start = data.as_ptr() as usize - self.file.bytes().as_ptr() as usize;
+        let bytes = ByteView::new(Arc::clone(&self.owner), start..start + data.len())
+            .expect("tensor data lies inside the file");
+        Ok(DenseWeight {
+            ty,
+            rows: t.rows() as usize,
+            cols: t.cols() as usize,
+            bytes,
+        })
+    }
+
+    fn ternary(&self, name: &str) -> Result<Ternary> {
+        let t = self.info(name)?;
+        let (rows, cols) = (t.rows() as usize, t.cols() as usize);
+        let extra = self.extra_scale(name)?;
+        let (values, mut scales, rule) = if t.ty.is_ternary() {
+            let data = self.file.tensor_data(t)?;
+            let tiling = self
+                .tiling
+                .iter()
+                .find(|(m, k, _)| *m == rows && *k == cols)
+                .map(|(_, _, tl)| *tl);
+            let decoded = bitnet_gguf::ternary::decode(name, t.ty, data, rows, cols, tiling)?;
+            let scales = match &decoded.scale {
+                TernaryScale::PerTensor(s) => vec![*s; rows],
+                TernaryScale::PerBlock { .. } => decoded.row_scales().ok_or_else(|| Error::TensorData {
+                    file: self.label.clone(),
+                    tensor: name.to_string(),
+                    reason: "block scales differ within a row: not a ternary tensor with one scale per matrix".into(),
+                })?,
+            };
+            (decoded.values, scales, ScaleRule::Multiply)
+        } else if matches!(t.ty, TensorType::F32 | TensorType::F16 | TensorType::BF16) {
+            let (values, s, rule) = ternarize(&self.floats(t, "a ternary matrix")?);
+            (values, vec![s; rows], rule)
+        } else {
+            return Err(self.type_err(t, "a ternary projection (I2_S, TL1, TL2, TQ1_0, TQ2_0 or float)"));
+        };
+        if extra != 1.0 {
+            match rule {
+                ScaleRule::Multiply => scales.iter_mut().for_each(|s| *s *= extra),
+                ScaleRule::Divide => scales.iter_mut().for_each(|s| *s /= extra),
+            }
+        }
+        Ok(Ternary {
+            rows,
+            cols,
+            values,
+            scales,
+            rule,
+        })
+    }
+
+    fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
+        match self.file.tensor("rope_freqs.weight") {
+            None => Ok(None),
+            Some(t) => Ok(Some(self.floats(t, "RoPE frequency factors")?)),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The loaded weights of a model, in the form the kernels run.
+
+use bitnet_kernels::{DenseMatrix, DenseType, TernaryMatrix};
+
+use crate::storage::ByteView;
+
+/// A dense matrix (embedding or head) kept in its stored format, read in
+/// place from the file's bytes.
+#[derive(Clone, Debug)]
+pub struct DenseWeight {
+    /// Storage type.
+    pub ty: DenseType,
+    /// Rows (vocabulary entries).
+    pub rows: usize,
+    /// Columns (hidden size).
+    pub cols: usize,
+    /// The stored bytes.
+    pub bytes: ByteView,
+}
+
+impl DenseWeight {
+    /// The kernel view of the matrix.
+    pub fn matrix(&self) -> DenseMatrix<'_> {
+        DenseMatrix::new(self.ty, self.rows, self.cols, &self.bytes)
+            .expect("size checked when the weight was loaded")
+    }
+}
+
+/// The weights of one transformer block.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// RMSNorm before attention.
+    pub attn_norm: Vec<f32>,
+    /// Q, K and V stacked (rows `q_dim + 2 · kv_dim`): one activation
+    /// quantisation feeds all three.
+    pub qkv: TernaryMatrix,
+    /// RMSNorm of the attention output before the output projection.
+    pub attn_sub_norm: Option<Vec<f32>>,
+    /// Attention output projection.
+    pub wo: TernaryMatrix,
+    /// RMSNorm before the FFN.
+    pub ffn_norm: Vec<f32>,
+    /// Gate and up stacked (rows `2 · n_ff`).
+    pub gate_up: TernaryMatrix,
+    /// RMSNorm of the gated FFN activation before the down projection.
+    pub ffn_sub_norm: Option<Vec<f32>>,
+    /// FFN down projection.
+    pub down: TernaryMatrix,
+}
+
+/// All weights of a model.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    /// Token embedding (`n_vocab × n_embd`).
+    pub token_embd: DenseWeight,
+    /// Final RMSNorm.
+    pub output_norm: Vec<f32>,
+    /// Separate LM head, or `None` when tied to the embedding.
+    pub output: Option<DenseWeight>,
+    /// Per-dimension RoPE frequency divisors (llama3 scaling), if any.
+    pub rope_freq_factors: Option<Vec<f32>>,
+    /// The blocks.
+    pub layers: Vec<LayerWeights>,
+}
+
+impl Weights {
+    /// The LM head.
+    pub fn head(&self) -> &DenseWeight {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Bytes held by repacked ternary weights and norms (excluding the dense
+    /// matrices, which stay in the file's pages).
+    pub fn owned_bytes(&self) -> usize {
+        let vec = |v: &Vec<f32>| v.len() * 4;
+        let opt = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, vec);
+        self.layers
+            .iter()
+            .map(|l| {
+                vec(&l.attn_norm)
+                    + vec(&l.ffn_norm)
+                    + opt(&l.attn_sub_norm)
+                    + opt(&l.ffn_sub_norm)
+                    + l.qkv.size_bytes()
+                    + l.wo.size_bytes()
+                    + l.gate_up.size_bytes()
+                    + l.down.size_bytes()
+            })
+            .sum::<usize>()
+            + vec(&self.output_norm)
+    }
+}
