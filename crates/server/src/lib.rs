@@ -1,1 +1,361 @@
-//! bitnet-server (placeholder)
+//! An OpenAI-compatible HTTP server for BitNet models, with continuous
+//! batching.
+//!
+//! # Shape
+//!
+//! Two worlds meet here, and the design keeps them apart.
+//!
+//! * **The engine thread** (module `scheduler`) is one ordinary OS thread
+//!   that owns the compute: the [`bitnet_engine::Engine`]'s model and thread
+//!   pool, and one KV cache per slot (`--parallel` of them, each allocated
+//!   once with room for the whole context). It runs a loop of *steps*. Each
+//!   step builds one batch — the next token of every sequence that is
+//!   decoding, plus a bounded helping of prompt tokens from sequences that
+//!   are still being prefilled — and calls `Model::forward` once. Every
+//!   logits row then goes to its sequence's [`bitnet_engine::SequenceState`]
+//!   (sampler, UTF-8-safe detokeniser, stop strings, limits), exactly the
+//!   object `Engine::generate` drives for a single sequence, and the text it
+//!   releases is sent to the request that owns the sequence.
+//! * **The HTTP side** (modules `routes`, `stream`) is axum on a small tokio
+//!   runtime. Handlers parse and validate, tokenise on tokio's *blocking*
+//!   pool (a 1 MiB prompt through a BPE tokenizer is real work, and async
+//!   workers must never compute), and hand a job to the engine thread over a
+//!   channel. Each job carries its own tokio channel back; the handler turns
+//!   what arrives into an SSE stream or one JSON body.
+//!
+//! Nothing else is shared: the engine thread never awaits, the async
+//! workers never touch the model.
+//!
+//! # Why continuous batching
+//!
+//! Decoding one token of a 2B ternary model reads every weight once, and on
+//! a CPU that read — not the arithmetic — is the cost. Sixteen sequences
+//! decoded in the same pass read the weights once between them, so the
+//! aggregate rate grows almost linearly with the batch until the arithmetic
+//! catches up. The scheduler therefore never runs sequences one after the
+//! other: every step serves every active sequence, sequences join as soon
+//! as a slot is free (no waiting for the batch to drain), and leave the
+//! moment they finish.
+//!
+//! **Fair prefill.** A long prompt would stall everyone if it were processed
+//! in one pass, so while any sequence is decoding, a step takes at most
+//! `prefill_chunk` prompt tokens, handed out round-robin across the
+//! sequences being prefilled. With nothing decoding, a step takes up to the
+//! engine's batch size. The forward pass is per-token exact (each row goes
+//! through the same kernels whatever else is in the batch), so chunking and
+//! batching change no result: greedy output is the same as
+//! `Engine::generate`'s, which the tests check.
+//!
+//! **Admission control.** At most `parallel` sequences run and at most
+//! `queue` more wait; a request beyond that gets `503` with `Retry-After`
+//! instead of an unbounded wait. A request holds a permit from admission
+//! until its sequence is freed, so the count cannot drift.
+//!
+//! **Cancellation.** The engine checks every step whether a request's
+//! receiver is gone (a client that disconnected drops its SSE body, and with
+//! it the receiver). Its sequence is dropped, its slot and cache are free for
+//! the next request at once, and its permit is returned.
+//!
+//! **Shutdown.** SIGINT/SIGTERM (or [`Server::shutdown`]) stops accepting
+//! connections, answers queued requests with 503, lets running sequences
+//! finish for a grace period and then cancels them; every stream still ends
+//! with its final chunk and `data: [DONE]`. A second signal cancels at once.
+//!
+//! **Exposure.** The server listens on loopback unless told otherwise and
+//! sends no CORS headers, so a web page from another origin cannot read its
+//! answers. Request bodies are capped (1 MiB by default, 413 beyond).
+//!
+//! # Errors
+//!
+//! Every client mistake is a 4xx in OpenAI's shape,
+//! `{"error": {"message", "type", "param", "code"}}` (module `error`); no
+//! request data is unwrapped.
+
+#![deny(missing_docs)]
+
+mod api;
+mod error;
+mod metrics;
+mod routes;
+mod scheduler;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bitnet_engine::Engine;
+use tokio::sync::watch;
+
+pub use error::{ApiError, Error};
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port (0 = any free port; see [`Server::local_addr`]).
+    pub port: u16,
+    /// The model name clients must use (`/v1/models` lists it).
+    pub model_name: String,
+    /// Sequences decoded together (slots, each with its own KV cache).
+    pub parallel: usize,
+    /// Requests that may wait for a slot before new ones get 503.
+    pub queue: usize,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Prompt tokens per step while other sequences are decoding.
+    pub prefill_chunk: usize,
+    /// How long running sequences may go on after a shutdown request.
+    pub shutdown_grace: Duration,
+    /// Async worker threads of the HTTP runtime (they only parse and move
+    /// bytes; compute is on the engine thread and tokenisation on tokio's
+    /// blocking pool).
+    pub http_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            model_name: "bitnet".into(),
+            parallel: 4,
+            queue: 64,
+            max_body_bytes: 1 << 20,
+            prefill_chunk: 256,
+            shutdown_grace: Duration::from_secs(30),
+            http_threads: 1,
+        }
+    }
+}
+
+/// The name `/v1/models` shows for a model argument: the file name without
+/// `.gguf` for a file, the directory name for a directory, the repo id for a
+/// Hub model, `demo-bitnet` for the built-in model.
+pub fn model_name(spec: Option<&str>, engine_name: &str) -> String {
+    let spec = spec.unwrap_or(engine_name);
+    if spec == bitnet_engine::builtin::NAME
+        || matches!(spec, "builtin" | "builtin:demo-bitnet" | "demo")
+    {
+        return "demo-bitnet".into();
+    }
+    let path = std::path::Path::new(spec);
+    if path.exists() {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_string());
+        return name
+            .strip_suffix(".gguf")
+            .map(str::to_string)
+            .unwrap_or(name);
+    }
+    spec.to_string()
+}
+
+/// Triggers shutdown; cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    inner: Arc<ShutdownInner>,
+}
+
+struct ShutdownInner {
+    requested: AtomicBool,
+    signal: watch::Sender<bool>,
+    scheduler: scheduler::Client,
+    grace: Duration,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown; a second call cancels running sequences
+    /// at once.
+    pub fn shutdown(&self) {
+        let again = self.inner.requested.swap(true, Ordering::SeqCst);
+        let grace = if again {
+            Duration::ZERO
+        } else {
+            self.inner.grace
+        };
+        self.inner.scheduler.shutdown(grace);
+        self.inner.signal.send_replace(true);
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    runtime: tokio::runtime::Handle,
+    http: JoinHandle<Result<(), Error>>,
+    engine: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds the listener, starts the engine thread and the HTTP runtime, and
+    /// returns at once.
+    pub fn start(engine: Engine, config: ServerConfig) -> Result<Server, Error> {
+        if config.parallel == 0 {
+            return Err(Error::Config("--parallel must be at least 1".into()));
+        }
+        if config.prefill_chunk == 0 {
+            return Err(Error::Config(
+                "the prefill chunk must be at least 1 token".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.http_threads.max(1))
+            .thread_name("bitnet-http")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let addr_text = format!("{}:{}", config.host, config.port);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(&addr_text))
+            .map_err(|source| Error::Bind {
+                addr: addr_text.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: addr_text,
+            source,
+        })?;
+
+        let engine = Arc::new(engine);
+        let metrics = Arc::new(metrics::Metrics::new(config.parallel));
+        let (scheduler, engine_thread) =
+            scheduler::spawn(Arc::clone(&engine), &config, Arc::clone(&metrics))
+                .map_err(Error::Thread)?;
+        let (signal, mut signal_rx) = watch::channel(false);
+        let handle = ShutdownHandle {
+            inner: Arc::new(ShutdownInner {
+                requested: AtomicBool::new(false),
+                signal,
+                scheduler: scheduler.clone(),
+                grace: config.shutdown_grace,
+            }),
+        };
+        let state = routes::AppState::new(engine, scheduler, metrics, handle.clone(), &config);
+        let app = routes::router(state, config.max_body_bytes);
+        let hard_stop = config.shutdown_grace + Duration::from_secs(5);
+        let rt_handle = runtime.handle().clone();
+        let http = std::thread::Builder::new()
+            .name("bitnet-http-main".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut stop_rx = signal_rx.clone();
+                    let graceful = async move {
+                        let _ = signal_rx.wait_for(|v| *v).await;
+                    };
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+                    let deadline = async move {
+                        let _ = stop_rx.wait_for(|v| *v).await;
+                        tokio::time::sleep(hard_stop).await;
+                    };
+                    tokio::select! {
+                        r = serve => r.map_err(Error::Serve),
+                        () = deadline => Ok(()),
+                    }
+                })
+            })
+            .map_err(Error::Thread)?;
+        Ok(Server {
+            addr,
+            handle,
+            runtime: rt_handle,
+            http,
+            engine: engine_thread,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that can trigger shutdown from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Starts a graceful shutdown (see [`ShutdownHandle::shutdown`]).
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    /// Shuts down on SIGINT or SIGTERM (a second signal cancels running
+    /// sequences at once).
+    pub fn shutdown_on_signals(&self) {
+        let handle = self.handle.clone();
+        self.runtime.spawn(async move {
+            loop {
+                wait_for_signal().await;
+                let first = !handle.is_shutting_down();
+                if first {
+                    eprintln!(
+                        "shutting down: finishing running requests (signal again to cancel them)"
+                    );
+                }
+                handle.shutdown();
+                if !first {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Waits until the server has stopped.
+    pub fn wait(self) -> Result<(), Error> {
+        let served = self.http.join().map_err(|_| Error::Panicked("HTTP"))?;
+        // Whatever ended serving, the engine must stop too.
+        self.handle.shutdown();
+        self.engine.join().map_err(|_| Error::Panicked("engine"))?;
+        served
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_names() {
+        assert_eq!(super::model_name(Some("builtin"), "x"), "demo-bitnet");
+        assert_eq!(
+            super::model_name(None, bitnet_engine::builtin::NAME),
+            "demo-bitnet"
+        );
+        assert_eq!(
+            super::model_name(Some("microsoft/bitnet-b1.58-2B-4T-gguf"), "x"),
+            "microsoft/bitnet-b1.58-2B-4T-gguf"
+        );
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        assert_eq!(super::model_name(Some(manifest), "x"), "server");
+    }
+}

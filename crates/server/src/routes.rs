@@ -1,0 +1,506 @@
+//! The HTTP endpoints: parse, validate, tokenise (on the blocking pool),
+//! admit, hand over to the engine, and answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bitnet_engine::{ChatMessage, Engine, GenerationParams};
+use tokio::sync::mpsc;
+
+use crate::ShutdownHandle;
+use crate::api::{self, ChatBody, Common, CompletionBody, Defaults, Prompt, Usage};
+use crate::error::ApiError;
+use crate::metrics::{Endpoint, Metrics};
+use crate::scheduler::{self, Event, Job};
+use crate::stream::{self, StreamKind, StreamMeta};
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    engine: Arc<Engine>,
+    scheduler: scheduler::Client,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownHandle,
+    model_name: String,
+    created: u64,
+    n_ctx: usize,
+    max_body: usize,
+    next_id: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl AppState {
+    /// The shared state.
+    pub fn new(
+        engine: Arc<Engine>,
+        scheduler: scheduler::Client,
+        metrics: Arc<Metrics>,
+        shutdown: ShutdownHandle,
+        config: &crate::ServerConfig,
+    ) -> AppState {
+        AppState(Arc::new(Inner {
+            n_ctx: engine.n_ctx(),
+            engine,
+            scheduler,
+            metrics,
+            shutdown,
+            model_name: config.model_name.clone(),
+            created: unix_now(),
+            max_body: config.max_body_bytes,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/generate", post(generate))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// What to tokenise.
+enum Input {
+    Chat(Vec<ChatMessage>),
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+impl Inner {
+    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+        match body {
+            Ok(bytes) => api::parse_json(&bytes),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::body_too_large(self.max_body))
+            }
+            Err(rejection) => Err(ApiError::invalid(format!(
+                "Could not read the request body: {rejection}"
+            ))),
+        }
+    }
+
+    fn check_model(&self, common: &Common) -> Result<(), ApiError> {
+        match &common.model {
+            Some(name) if *name != self.model_name => Err(ApiError::model_not_found(name)),
+            _ => Ok(()),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A seed for requests without one: different per request.
+    fn fresh_seed(&self, id: u64) -> u64 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ (nanos << 20) ^ self.created
+    }
+
+    fn admit(&self) -> Result<scheduler::Permit, ApiError> {
+        if self.shutdown.is_shutting_down() {
+            return Err(ApiError::shutting_down());
+        }
+        self.scheduler.admit()
+    }
+
+    /// Renders and tokenises on the blocking pool.
+    async fn tokenize(&self, input: Input) -> Result<Vec<u32>, ApiError> {
+        let engine = Arc::clone(&self.engine);
+        let n_vocab = engine.model().hparams().n_vocab;
+        let work = move || -> Result<Vec<u32>, ApiError> {
+            let to_400 = |e: bitnet_engine::Error| ApiError::invalid(e.to_string());
+            let mut ids = match input {
+                Input::Chat(messages) => {
+                    let text = engine.render_chat(&messages, true).map_err(to_400)?;
+                    engine.tokenize_chat(&text).map_err(to_400)?
+                }
+                Input::Text(text) => engine.tokenize(&text).map_err(to_400)?,
+                Input::Ids(ids) => {
+                    if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+                        return Err(ApiError::invalid_param(
+                            "prompt",
+                            format!("Token id {bad} is out of range (vocabulary size {n_vocab})."),
+                        ));
+                    }
+                    ids
+                }
+            };
+            if ids.is_empty() {
+                let bos = engine.tokenizer().bos_id().ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "prompt",
+                        "The prompt is empty and the model has no BOS token.",
+                    )
+                })?;
+                ids.push(bos);
+            }
+            Ok(ids)
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
+    }
+
+    /// Fits the token limit to the context.
+    fn limit(
+        &self,
+        n_prompt: usize,
+        requested: Option<usize>,
+        default: Option<usize>,
+        param: &str,
+    ) -> Result<usize, ApiError> {
+        let n_ctx = self.n_ctx;
+        let too_long = |message: String, param: &str| {
+            Err(ApiError::invalid_param(param, message).with_code("context_length_exceeded"))
+        };
+        if n_prompt >= n_ctx {
+            return too_long(
+                format!(
+                    "This model's maximum context length is {n_ctx} tokens. However, your prompt has {n_prompt} tokens, which leaves no room for a completion. Please shorten it."
+                ),
+                param,
+            );
+        }
+        let room = n_ctx - n_prompt;
+        match requested {
+            Some(m) if m > room => too_long(
+                format!(
+                    "This model's maximum context length is {n_ctx} tokens. However, you requested {} tokens ({n_prompt} in the prompt, {m} for the completion). Please reduce the prompt or the completion length.",
+                    n_prompt.saturating_add(m)
+                ),
+                "max_tokens",
+            ),
+            Some(m) => Ok(m),
+            None => Ok(default.unwrap_or(room).min(room)),
+        }
+    }
+
+    /// Admits, tokenises and submits; returns the event receiver and the
+    /// prompt length.
+    async fn start(
+        &self,
+        input: Input,
+        mut params: GenerationParams,
+        requested: Option<usize>,
+        default_max: Option<usize>,
+        param: &str,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
+        let permit = self.admit()?;
+        let prompt = self.tokenize(input).await?;
+        params.max_tokens = self.limit(prompt.len(), requested, default_max, param)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.scheduler.submit(Job {
+            prompt,
+            params,
+            tx,
+            permit,
+        })?;
+        Ok(rx)
+    }
+
+    fn fail(&self, e: ApiError) -> Response {
+        self.metrics.error(e.status.as_u16());
+        e.into_response()
+    }
+}
+
+/// Gathers a whole answer.
+async fn collect(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, bitnet_engine::StopReason, Usage), ApiError> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { reason, usage } => return Ok((text, reason, usage)),
+            Event::Error(e) => return Err(e),
+        }
+    }
+    Err(ApiError::internal(
+        "the engine stopped before the answer was complete",
+    ))
+}
+
+fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
+    if body.messages.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must contain at least one message.",
+        ));
+    }
+    let mut out = Vec::with_capacity(body.messages.len());
+    for (i, m) in body.messages.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" => "tool",
+            other => {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].role"),
+                    format!(
+                        "Unknown role `{other}`: expected system, developer, user, assistant or tool."
+                    ),
+                ));
+            }
+        };
+        let content = match m.content {
+            None => String::new(),
+            Some(api::Content::Text(t)) => t,
+            Some(api::Content::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, part) in parts.into_iter().enumerate() {
+                    match (part.kind.as_str(), part.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        (kind, _) => {
+                            return Err(ApiError::invalid_param(
+                                &format!("messages[{i}].content[{j}]"),
+                                format!(
+                                    "Content parts of type `{kind}` are not supported; send text."
+                                ),
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        out.push(ChatMessage::new(role, content));
+    }
+    Ok(out)
+}
+
+async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let s = &*s.0;
+    s.metrics.request(Endpoint::Chat);
+    let result = async {
+        let value = s.body(body)?;
+        let common: Common = api::from_value(&value)?;
+        let chat: ChatBody = api::from_value(&value)?;
+        s.check_model(&common)?;
+        common.reject_unsupported()?;
+        let messages = chat_messages(chat)?;
+        let id = s.next_id();
+        let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
+        let rx = s
+            .start(
+                Input::Chat(messages),
+                params,
+                common.max_tokens()?,
+                None,
+                "messages",
+            )
+            .await?;
+        let meta = StreamMeta {
+            id: format!("chatcmpl-{id}"),
+            created: unix_now(),
+            model: s.model_name.clone(),
+            include_usage: common.include_usage(),
+            kind: StreamKind::Chat,
+        };
+        if common.stream() {
+            return Ok(stream::sse(rx, meta));
+        }
+        let (text, reason, usage) = collect(rx).await?;
+        Ok(axum::Json(api::ChatCompletion {
+            id: meta.id,
+            object: "chat.completion",
+            created: meta.created,
+            model: meta.model,
+            choices: vec![api::ChatChoice {
+                index: 0,
+                message: api::MessageOut {
+                    role: "assistant",
+                    content: text,
+                },
+                logprobs: None,
+                finish_reason: reason.finish_reason(),
+            }],
+            usage,
+        })
+        .into_response())
+    };
+    result.await.unwrap_or_else(|e| s.fail(e))
+}
+
+fn prompt_input(prompt: Prompt) -> Result<Input, ApiError> {
+    let several = || ApiError::invalid_param("prompt", "Only one prompt per request is supported.");
+    Ok(match prompt {
+        Prompt::Text(t) => Input::Text(t),
+        Prompt::Tokens(ids) => Input::Ids(ids),
+        Prompt::Texts(mut v) if v.len() == 1 => Input::Text(v.remove(0)),
+        Prompt::TokenLists(mut v) if v.len() == 1 => Input::Ids(v.remove(0)),
+        Prompt::Texts(_) | Prompt::TokenLists(_) => return Err(several()),
+    })
+}
+
+async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let s = &*s.0;
+    s.metrics.request(Endpoint::Completions);
+    let result = async {
+        let value = s.body(body)?;
+        let common: Common = api::from_value(&value)?;
+        let body: CompletionBody = api::from_value(&value)?;
+        s.check_model(&common)?;
+        common.reject_unsupported()?;
+        let input = prompt_input(body.prompt)?;
+        let id = s.next_id();
+        let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
+        // OpenAI's default for this endpoint.
+        let rx = s
+            .start(input, params, common.max_tokens()?, Some(16), "prompt")
+            .await?;
+        let meta = StreamMeta {
+            id: format!("cmpl-{id}"),
+            created: unix_now(),
+            model: s.model_name.clone(),
+            include_usage: common.include_usage(),
+            kind: StreamKind::Text,
+        };
+        if common.stream() {
+            return Ok(stream::sse(rx, meta));
+        }
+        let (text, reason, usage) = collect(rx).await?;
+        Ok(axum::Json(api::TextCompletion {
+            id: &meta.id,
+            object: "text_completion",
+            created: meta.created,
+            model: &meta.model,
+            choices: vec![api::TextChoice {
+                text,
+                index: 0,
+                logprobs: None,
+                finish_reason: Some(reason.finish_reason()),
+            }],
+            usage: Some(Some(usage)),
+        })
+        .into_response())
+    };
+    result.await.unwrap_or_else(|e| s.fail(e))
+}
+
+/// The simple API: greedy unless asked otherwise, 128 tokens by default.
+async fn generate(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let s = &*s.0;
+    s.metrics.request(Endpoint::Generate);
+    let result = async {
+        let value = s.body(body)?;
+        let common: Common = api::from_value(&value)?;
+        let body: CompletionBody = api::from_value(&value)?;
+        s.check_model(&common)?;
+        common.reject_unsupported()?;
+        if common.stream() {
+            return Err(ApiError::invalid_param(
+                "stream",
+                "/generate does not stream; use /v1/completions with \"stream\": true.",
+            ));
+        }
+        let input = prompt_input(body.prompt)?;
+        let id = s.next_id();
+        let params = common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?;
+        let rx = s
+            .start(input, params, common.max_tokens()?, Some(128), "prompt")
+            .await?;
+        let (text, reason, usage) = collect(rx).await?;
+        Ok(axum::Json(api::Generated {
+            text,
+            finish_reason: reason.finish_reason(),
+            stop_reason: reason,
+            usage,
+        })
+        .into_response())
+    };
+    result.await.unwrap_or_else(|e| s.fail(e))
+}
+
+async fn models(State(s): State<AppState>) -> Response {
+    let s = &*s.0;
+    axum::Json(api::ModelList {
+        object: "list",
+        data: vec![card(s)],
+    })
+    .into_response()
+}
+
+fn card(s: &Inner) -> api::ModelCard<'_> {
+    api::ModelCard {
+        id: &s.model_name,
+        object: "model",
+        created: s.created,
+        owned_by: "bitnet-rs",
+    }
+}
+
+async fn model(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let s = &*s.0;
+    if id == s.model_name {
+        axum::Json(card(s)).into_response()
+    } else {
+        ApiError::model_not_found(&id).into_response()
+    }
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let s = &*s.0;
+    let (status, text) = if s.shutdown.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let body = serde_json::json!({
+        "status": text,
+        "model": s.model_name,
+        "slots": s.metrics.slots(),
+        "slots_busy": s.metrics.running(),
+        "queue": s.metrics.queued(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.0.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ApiError::not_found(uri.path()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::method_not_allowed().into_response()
+}

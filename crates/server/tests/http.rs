@@ -1,0 +1,479 @@
+//! The HTTP API over raw HTTP/1.1 with the built-in demo model: every
+//! endpoint, greedy output equal to `Engine::generate`, and every kind of
+//! bad input answered with a 4xx in OpenAI's error shape.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use bitnet_engine::{Engine, GenerationParams, SamplerConfig};
+use common::http::{self, Response};
+use common::{TestServer, greedy};
+use serde_json::{Value, json};
+
+const MIT: &str = "Permission is hereby granted, free of charge,";
+
+struct Shared {
+    server: TestServer,
+    reference: Engine,
+}
+
+/// One server and one reference engine for the whole file.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| Shared {
+        server: TestServer::start(common::demo(None), |_| {}),
+        reference: common::demo(None),
+    })
+}
+
+fn addr() -> std::net::SocketAddr {
+    shared().server.addr
+}
+
+/// Asserts OpenAI's error shape and returns the error object.
+fn assert_error(r: &Response, status: u16) -> Value {
+    assert_eq!(r.status, status, "body: {}", r.text());
+    assert!(
+        r.header("content-type")
+            .is_some_and(|v| v.contains("application/json")),
+        "{:?}",
+        r.headers
+    );
+    let body = r.json();
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error object: {body}"))
+        .clone();
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{error}"
+    );
+    assert!(error["type"].is_string(), "{error}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "{error}"
+    );
+    error
+}
+
+#[test]
+fn health_models_and_metrics() {
+    let a = addr();
+    let h = http::get(a, "/health");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "ok");
+
+    let models = http::get(a, "/v1/models").json();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "test-model");
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(
+        http::get(a, "/v1/models/test-model").json()["id"],
+        "test-model"
+    );
+    assert_error(&http::get(a, "/v1/models/gpt-4"), 404);
+
+    let r = http::post(a, "/generate", &json!({"prompt": MIT, "max_tokens": 3}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = http::get(a, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|v| v.starts_with("text/plain"))
+    );
+    let text = m.text();
+    for name in [
+        "bitnet_requests_total{endpoint=\"generate\"}",
+        "bitnet_prompt_tokens_total",
+        "bitnet_generated_tokens_total",
+        "bitnet_queue_depth",
+        "bitnet_generation_tokens_per_second",
+        "# TYPE bitnet_requests_total counter",
+    ] {
+        assert!(text.contains(name), "{name} missing from\n{text}");
+    }
+    let generated: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bitnet_generated_tokens_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("generated tokens");
+    assert!(generated >= 3.0);
+}
+
+#[test]
+fn chat_completion_equals_engine_generate() {
+    let s = shared();
+    let user = "What does the licence grant?";
+    let (want, finish, n_prompt) = common::reference_chat(&s.reference, user, &greedy(16));
+    let r = http::post(
+        s.server.addr,
+        "/v1/chat/completions",
+        &json!({"model": "test-model", "messages": [{"role": "user", "content": user}], "temperature": 0, "max_tokens": 16}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert!(
+        body["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("chatcmpl-"))
+    );
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "test-model");
+    assert!(body["created"].as_u64().is_some_and(|t| t > 1_600_000_000));
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["message"]["content"], want.as_str());
+    assert_eq!(body["choices"][0]["finish_reason"], finish);
+    let usage = &body["usage"];
+    assert_eq!(usage["prompt_tokens"], n_prompt);
+    let completion = usage["completion_tokens"]
+        .as_u64()
+        .expect("completion tokens");
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(n_prompt as u64 + completion)
+    );
+}
+
+#[test]
+fn chat_stream_equals_engine_generate_and_ends_with_usage() {
+    let s = shared();
+    let user = "Hello";
+    let r = http::post(
+        s.server.addr,
+        "/v1/chat/completions",
+        &json!({
+            "model": "test-model",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": user}]}],
+            "temperature": 0, "max_completion_tokens": 12, "stream": true,
+            "stream_options": {"include_usage": true}
+        }),
+    );
+    // The reference for exactly what was sent.
+    let messages = [
+        bitnet_engine::ChatMessage::new("system", "Be brief."),
+        bitnet_engine::ChatMessage::new("user", user),
+    ];
+    let ids = s
+        .reference
+        .tokenize_chat(&s.reference.render_chat(&messages, true).expect("render"))
+        .expect("ids");
+    let g = s
+        .reference
+        .generate(&ids, &greedy(12), false, &mut |_| true)
+        .expect("generate");
+
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("content-type")
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk JSON"))
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let mut text = String::new();
+    let mut finish_reason = None;
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["id"], chunks[0]["id"]);
+        if let Some(choice) = c["choices"].get(0) {
+            text.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish_reason = Some(f.to_string());
+            }
+        }
+    }
+    assert_eq!(text, g.text);
+    assert_eq!(
+        finish_reason.as_deref(),
+        Some(g.stop_reason.finish_reason())
+    );
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["choices"].as_array().map(Vec::len), Some(0));
+    assert_eq!(last["usage"]["prompt_tokens"], ids.len());
+    assert_eq!(last["usage"]["completion_tokens"], g.tokens.len());
+    // Every earlier chunk carries "usage": null.
+    assert!(
+        chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c["usage"].is_null())
+    );
+}
+
+#[test]
+fn completions_whole_and_streamed_equal_engine_generate() {
+    let s = shared();
+    let (want, finish) = common::reference_text(&s.reference, MIT, &greedy(16));
+    assert!(!want.is_empty());
+    let body = json!({"model": "test-model", "prompt": MIT, "temperature": 0.0, "max_tokens": 16});
+    let r = http::post(s.server.addr, "/v1/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert!(j["id"].as_str().is_some_and(|id| id.starts_with("cmpl-")));
+    assert_eq!(j["object"], "text_completion");
+    assert_eq!(j["choices"][0]["text"], want.as_str());
+    assert_eq!(j["choices"][0]["finish_reason"], finish);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = http::post(s.server.addr, "/v1/completions", &streamed);
+    assert_eq!(r.status, 200);
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let mut text = String::new();
+    for d in &data[..data.len() - 1] {
+        let c: Value = serde_json::from_str(d).expect("chunk");
+        assert_eq!(c["object"], "text_completion");
+        assert!(c.get("usage").is_none(), "usage only when asked for");
+        text.push_str(c["choices"][0]["text"].as_str().unwrap_or(""));
+    }
+    assert_eq!(text, want);
+
+    // Token ids work as a prompt too.
+    let ids = s.reference.tokenize(MIT).expect("ids");
+    let r = http::post(
+        s.server.addr,
+        "/v1/completions",
+        &json!({"prompt": ids, "temperature": 0, "max_tokens": 16}),
+    );
+    assert_eq!(r.json()["choices"][0]["text"], want.as_str());
+}
+
+#[test]
+fn simple_generate_api() {
+    let s = shared();
+    let (want, finish) = common::reference_text(&s.reference, MIT, &greedy(20));
+    let r = http::post(
+        s.server.addr,
+        "/generate",
+        &json!({"prompt": MIT, "max_tokens": 20}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["text"], want.as_str());
+    assert_eq!(j["finish_reason"], finish);
+    assert!(
+        j["usage"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0 && n <= 20)
+    );
+}
+
+#[test]
+fn stop_strings_cut_the_output_like_the_engine() {
+    let s = shared();
+    let (full, _) = common::reference_text(&s.reference, MIT, &greedy(16));
+    // A stop string from the middle of the greedy text.
+    let words: Vec<&str> = full.split_whitespace().collect();
+    let stop = words[words.len() / 2].to_string();
+    let params = GenerationParams {
+        stop: vec![stop.clone(), "\u{0}never".into()],
+        ..greedy(16)
+    };
+    let (want, finish) = common::reference_text(&s.reference, MIT, &params);
+    assert_eq!(finish, "stop");
+    assert!(want.len() < full.len());
+    for stream in [false, true] {
+        let r = http::post(
+            s.server.addr,
+            "/v1/completions",
+            &json!({"prompt": MIT, "temperature": 0, "max_tokens": 16, "stop": [stop, "\u{0}never"], "stream": stream}),
+        );
+        assert_eq!(r.status, 200);
+        let text = if stream {
+            let data = r.sse_data();
+            data[..data.len() - 1]
+                .iter()
+                .map(|d| {
+                    serde_json::from_str::<Value>(d).expect("chunk")["choices"][0]["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect::<String>()
+        } else {
+            r.json()["choices"][0]["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        };
+        assert_eq!(text, want);
+    }
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_matches_the_engine() {
+    let s = shared();
+    let body = json!({"prompt": MIT, "temperature": 0.9, "top_p": 0.95, "seed": 42, "max_tokens": 12, "presence_penalty": 0.3, "frequency_penalty": 0.2});
+    let a = http::post(s.server.addr, "/v1/completions", &body).json();
+    let b = http::post(s.server.addr, "/v1/completions", &body).json();
+    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
+    let params = GenerationParams {
+        max_tokens: 12,
+        sampler: SamplerConfig {
+            temperature: 0.9,
+            top_k: 0,
+            top_p: 0.95,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: usize::MAX / 2,
+            frequency_penalty: 0.2,
+            presence_penalty: 0.3,
+            seed: 42,
+        },
+        ..GenerationParams::default()
+    };
+    let (want, _) = common::reference_text(&s.reference, MIT, &params);
+    assert_eq!(a["choices"][0]["text"], want.as_str());
+}
+
+#[test]
+fn bad_input_gets_openai_errors() {
+    let s = shared();
+    let a = s.server.addr;
+    let chat = "/v1/chat/completions";
+    let hello = json!([{"role": "user", "content": "hi"}]);
+
+    let e = assert_error(&http::post_raw(a, chat, b"{\"messages\": [}"), 400);
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_error(&http::post_raw(a, chat, b"[1, 2]"), 400);
+    assert_error(&http::post_raw(a, chat, b""), 400);
+    assert_error(&http::post_raw(a, chat, &[0xff, 0xfe]), 400);
+
+    let e = assert_error(
+        &http::post(a, chat, &json!({"messages": hello, "temperature": "hot"})),
+        400,
+    );
+    assert_eq!(e["param"], "temperature");
+    let e = assert_error(&http::post(a, chat, &json!({"messages": "hi"})), 400);
+    assert_eq!(e["param"], "messages");
+    assert_error(
+        &http::post(a, chat, &json!({"messages": hello, "max_tokens": "ten"})),
+        400,
+    );
+    assert_error(
+        &http::post(a, chat, &json!({"messages": [{"content": "no role"}]})),
+        400,
+    );
+    assert_error(&http::post(a, chat, &json!({})), 400);
+    assert_error(
+        &http::post(a, "/v1/completions", &json!({"prompt": 12})),
+        400,
+    );
+    assert_error(
+        &http::post(a, "/v1/completions", &json!({"prompt": MIT, "stop": 3})),
+        400,
+    );
+
+    let e = assert_error(
+        &http::post(a, chat, &json!({"model": "gpt-4o", "messages": hello})),
+        404,
+    );
+    assert_eq!(e["code"], "model_not_found");
+    assert_eq!(e["param"], "model");
+
+    let e = assert_error(&http::post(a, chat, &json!({"messages": []})), 400);
+    assert_eq!(e["param"], "messages");
+    assert_error(
+        &http::post(
+            a,
+            chat,
+            &json!({"messages": [{"role": "wizard", "content": "x"}]}),
+        ),
+        400,
+    );
+    assert_error(
+        &http::post(
+            a,
+            chat,
+            &json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+        ),
+        400,
+    );
+
+    // A prompt longer than the context (512 tokens for the demo model).
+    let long = "free of charge, ".repeat(400);
+    let e = assert_error(
+        &http::post(a, "/v1/completions", &json!({"prompt": long})),
+        400,
+    );
+    assert_eq!(e["code"], "context_length_exceeded");
+    let e = assert_error(
+        &http::post(
+            a,
+            chat,
+            &json!({"messages": [{"role": "user", "content": long}]}),
+        ),
+        400,
+    );
+    assert_eq!(e["code"], "context_length_exceeded");
+    // max_tokens beyond the context.
+    let e = assert_error(
+        &http::post(a, chat, &json!({"messages": hello, "max_tokens": 100_000})),
+        400,
+    );
+    assert_eq!(e["code"], "context_length_exceeded");
+    assert_eq!(e["param"], "max_tokens");
+    assert_error(
+        &http::post(a, "/generate", &json!({"prompt": MIT, "max_tokens": 600})),
+        400,
+    );
+
+    for bad in [
+        json!({"messages": hello, "max_tokens": 0}),
+        json!({"messages": hello, "max_tokens": -5}),
+        json!({"messages": hello, "n": 2}),
+        json!({"messages": hello, "temperature": 3.5}),
+        json!({"messages": hello, "top_p": 1.5}),
+        json!({"messages": hello, "presence_penalty": 9}),
+        json!({"messages": hello, "logprobs": true}),
+        json!({"messages": hello, "seed": 1.5}),
+        json!({"messages": hello, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        json!({"messages": hello, "response_format": {"type": "json_schema"}}),
+    ] {
+        assert_error(&http::post(a, chat, &bad), 400);
+    }
+    assert_error(
+        &http::post(a, "/v1/completions", &json!({"prompt": ["a", "b"]})),
+        400,
+    );
+    assert_error(
+        &http::post(a, "/v1/completions", &json!({"prompt": [999_999]})),
+        400,
+    );
+    assert_error(
+        &http::post(a, "/generate", &json!({"prompt": MIT, "stream": true})),
+        400,
+    );
+
+    assert_error(&http::get(a, "/v1/nothing"), 404);
+    assert_error(&http::get(a, chat), 405);
+
+    // Nulls and unknown fields are fine, as are penalties and a seed.
+    let r = http::post(
+        a,
+        chat,
+        &json!({"messages": hello, "temperature": null, "max_tokens": 2, "user": "me", "frequency_penalty": 0.5, "seed": -3, "n": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The server is still healthy.
+    assert_eq!(http::get(a, "/health").status, 200);
+}
+
+#[test]
+fn oversized_body_gets_413() {
+    let server = TestServer::start(common::demo(None), |c| c.max_body_bytes = 4096);
+    let big = json!({"prompt": "x".repeat(10_000), "max_tokens": 1});
+    let e = assert_error(&http::post(server.addr, "/v1/completions", &big), 413);
+    assert_eq!(e["code"], "request_too_large");
+    let small = json!({"prompt": MIT, "max_tokens": 2});
+    assert_eq!(
+        http::post(server.addr, "/v1/completions", &small).status,
+        200
+    );
+    server.stop();
+}

@@ -1,0 +1,114 @@
+"""Talks to a running `bitnet serve` with the official `openai` package.
+
+Usage: openai_client.py BASE_URL EXPECTATIONS_JSON
+
+EXPECTATIONS_JSON holds the model name and the greedy texts the engine
+produces alone for the prompts below (computed by the Rust test that starts
+the server). Exits non-zero on the first failure; prints "N passed, 0 failed".
+"""
+
+import json
+import sys
+
+import openai
+from openai import OpenAI
+
+base_url, expectations_path = sys.argv[1], sys.argv[2]
+with open(expectations_path) as f:
+    want = json.load(f)
+model = want["model"]
+client = OpenAI(base_url=base_url, api_key="not-needed", max_retries=0, timeout=300)
+passed = 0
+
+
+def check(name, cond, detail=""):
+    global passed
+    if not cond:
+        print(f"FAIL {name}: {detail}", file=sys.stderr)
+        sys.exit(1)
+    passed += 1
+    print(f"ok {name}")
+
+
+# /v1/models
+ids = [m.id for m in client.models.list().data]
+check("models.list", model in ids, ids)
+
+# Chat, whole.
+chat_messages = [{"role": "user", "content": want["chat_prompt"]}]
+r = client.chat.completions.create(
+    model=model, messages=chat_messages, temperature=0, max_tokens=want["chat_max_tokens"]
+)
+check("chat text", r.choices[0].message.content == want["chat_text"], repr(r.choices[0].message.content))
+check("chat role", r.choices[0].message.role == "assistant")
+check("chat finish_reason", r.choices[0].finish_reason == want["chat_finish"], r.choices[0].finish_reason)
+check("chat usage", r.usage.prompt_tokens == want["chat_prompt_tokens"]
+      and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens, r.usage)
+check("chat id", r.id.startswith("chatcmpl-") and r.object == "chat.completion", r.id)
+
+# Chat, streamed with usage.
+stream = client.chat.completions.create(
+    model=model,
+    messages=chat_messages,
+    temperature=0,
+    max_completion_tokens=want["chat_max_tokens"],
+    stream=True,
+    stream_options={"include_usage": True},
+)
+text, finish, usage, n_chunks = "", None, None, 0
+for chunk in stream:
+    n_chunks += 1
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for choice in chunk.choices:
+        text += choice.delta.content or ""
+        finish = choice.finish_reason or finish
+check("chat stream text", text == want["chat_text"], repr(text))
+check("chat stream finish", finish == want["chat_finish"], finish)
+check("chat stream usage", usage is not None and usage.prompt_tokens == want["chat_prompt_tokens"], usage)
+check("chat stream chunks", n_chunks >= 3, n_chunks)
+
+# Completions, whole and streamed.
+r = client.completions.create(
+    model=model, prompt=want["text_prompt"], temperature=0, max_tokens=want["text_max_tokens"]
+)
+check("completion text", r.choices[0].text == want["text_text"], repr(r.choices[0].text))
+check("completion finish", r.choices[0].finish_reason == want["text_finish"], r.choices[0].finish_reason)
+text = ""
+for chunk in client.completions.create(
+    model=model, prompt=want["text_prompt"], temperature=0, max_tokens=want["text_max_tokens"], stream=True
+):
+    for choice in chunk.choices:
+        text += choice.text
+check("completion stream text", text == want["text_text"], repr(text))
+
+# Seeded sampling is reproducible.
+a = client.completions.create(model=model, prompt=want["text_prompt"], temperature=1.0, seed=7, max_tokens=4)
+b = client.completions.create(model=model, prompt=want["text_prompt"], temperature=1.0, seed=7, max_tokens=4)
+check("seed", a.choices[0].text == b.choices[0].text, (a.choices[0].text, b.choices[0].text))
+r = client.chat.completions.create(
+    model=model, messages=chat_messages, temperature=0.7, top_p=0.9, max_tokens=4,
+    presence_penalty=0.5, frequency_penalty=0.5, stop=["\n\n"],
+)
+check("sampling fields accepted", r.choices[0].finish_reason in ("stop", "length"), r)
+
+# Errors come back as the client's typed exceptions.
+def raises(name, exc, **kwargs):
+    try:
+        client.chat.completions.create(**kwargs)
+    except exc as e:
+        body = e.body if isinstance(e.body, dict) else {}
+        check(name, "message" in body and "type" in body, body)
+        return
+    except Exception as e:  # noqa: BLE001
+        check(name, False, f"wrong exception {type(e).__name__}: {e}")
+    check(name, False, "no exception")
+
+
+raises("unknown model", openai.NotFoundError, model="no-such-model", messages=chat_messages)
+raises("empty messages", openai.BadRequestError, model=model, messages=[])
+raises("n=2", openai.BadRequestError, model=model, messages=chat_messages, n=2)
+raises("max_tokens beyond context", openai.BadRequestError, model=model, messages=chat_messages, max_tokens=10**7)
+raises("bad temperature", openai.BadRequestError, model=model, messages=chat_messages, temperature=7)
+
+print(f"{passed} passed, 0 failed")
