@@ -1,1 +1,72 @@
-fn main() {}
+//! `bitnet`: run 1.58-bit LLMs on the CPU.
+//!
+//! One binary with the subcommands a llama.cpp user knows. Each lives in its
+//! own module; this file only parses arguments and reports errors (with
+//! their context chain) on stderr with a non-zero exit status.
+
+mod args;
+mod bench;
+mod chat;
+mod convert;
+mod info;
+mod npy;
+mod perplexity;
+mod pull;
+mod run;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bitnet",
+    version,
+    about = "Fast inference for 1.58-bit (ternary) LLMs on the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt.
+    Run(run::RunArgs),
+    /// Chat interactively (applies the model's chat template).
+    Chat(chat::ChatArgs),
+    /// Measure prompt processing and generation speed (like llama-bench).
+    Bench(bench::BenchArgs),
+    /// Compute perplexity over a text file (like llama-perplexity).
+    Perplexity(perplexity::PerplexityArgs),
+    /// Convert a Hugging Face checkpoint to GGUF.
+    Convert(convert::ConvertArgs),
+    /// Serve an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
+    /// Show a model's metadata and tensors.
+    Info(info::InfoArgs),
+    /// Download a model from the Hugging Face Hub into the local cache.
+    Pull(pull::PullArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Pull(a) => pull::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

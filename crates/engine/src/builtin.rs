@@ -10,16 +10,19 @@ use std::sync::Arc;
 use bitnet_model::HfCheckpoint;
 
 /// Name shown to users.
-pub const NAME: &str = "built-in demo-bitnet (4.2M-parameter BitNet b1.58 trained on licence texts)";
+pub const NAME: &str =
+    "built-in demo-bitnet (4.2M-parameter BitNet b1.58 trained on licence texts)";
 
 const CONFIG: &[u8] = include_bytes!("../../../fixtures/demo-bitnet/config.json");
 const WEIGHTS: &[u8] = include_bytes!("../../../fixtures/demo-bitnet/model.safetensors");
 /// `tokenizer.json` of the demo model.
 pub const TOKENIZER: &[u8] = include_bytes!("../../../fixtures/demo-bitnet/tokenizer.json");
 /// `tokenizer_config.json` of the demo model.
-pub const TOKENIZER_CONFIG: &[u8] = include_bytes!("../../../fixtures/demo-bitnet/tokenizer_config.json");
+pub const TOKENIZER_CONFIG: &[u8] =
+    include_bytes!("../../../fixtures/demo-bitnet/tokenizer_config.json");
 /// `generation_config.json` of the demo model.
-pub const GENERATION_CONFIG: &[u8] = include_bytes!("../../../fixtures/demo-bitnet/generation_config.json");
+pub const GENERATION_CONFIG: &[u8] =
+    include_bytes!("../../../fixtures/demo-bitnet/generation_config.json");
 
 struct Static(&'static [u8]);
 

@@ -94,6 +94,28 @@ pub struct Perplexity {
     pub chunk_nll: Vec<f64>,
 }
 
+/// A conversation's KV cache, kept between calls so that a prompt which
+/// extends the previous one (the next chat turn) only processes what is new.
+pub struct Session {
+    cache: bitnet_model::KvCache,
+    scratch: Scratch,
+    /// The tokens whose keys and values are in the cache.
+    tokens: Vec<u32>,
+}
+
+impl Session {
+    /// Tokens currently in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+    }
+}
+
 /// A model ready to run.
 pub struct Engine {
     model: Arc<Model>,
@@ -110,14 +132,20 @@ pub fn gguf_vocab(file: &GgufFile) -> Result<GgufVocab> {
     let model = md
         .get_str("tokenizer.ggml.model")?
         .ok_or_else(|| Error::ModelSpec {
-            spec: file.path().map(|p| p.display().to_string()).unwrap_or_default(),
+            spec: file
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             reason: "GGUF has no tokenizer (tokenizer.ggml.model missing)".into(),
         })?
         .to_string();
     let strings = |k: &str| -> Result<Option<Vec<String>>> {
-        Ok(md.get_str_array(k)?.map(|v| v.into_iter().map(str::to_string).collect()))
+        Ok(md
+            .get_str_array(k)?
+            .map(|v| v.into_iter().map(str::to_string).collect()))
     };
-    let id = |k: &str| -> Result<Option<u32>> { Ok(md.get_u64(k)?.and_then(|v| u32::try_from(v).ok())) };
+    let id =
+        |k: &str| -> Result<Option<u32>> { Ok(md.get_u64(k)?.and_then(|v| u32::try_from(v).ok())) };
     Ok(GgufVocab {
         model,
         pre: md.get_str("tokenizer.ggml.pre")?.map(str::to_string),
@@ -139,7 +167,10 @@ pub fn gguf_vocab(file: &GgufFile) -> Result<GgufVocab> {
 }
 
 /// Loads the model and tokenizer at `location`.
-pub fn load_model(location: &ModelLocation, load: &LoadOptions) -> Result<(Model, Tokenizer, String)> {
+pub fn load_model(
+    location: &ModelLocation,
+    load: &LoadOptions,
+) -> Result<(Model, Tokenizer, String)> {
     Ok(match location {
         ModelLocation::Gguf(path) => {
             let file = Arc::new(GgufFile::open(path)?);
@@ -180,7 +211,12 @@ impl Engine {
     }
 
     /// Wraps an already loaded model.
-    pub fn new(model: Model, tokenizer: Tokenizer, name: String, opts: EngineOptions) -> Result<Engine> {
+    pub fn new(
+        model: Model,
+        tokenizer: Tokenizer,
+        name: String,
+        opts: EngineOptions,
+    ) -> Result<Engine> {
         let n_ctx = opts.n_ctx.unwrap_or(model.hparams().n_ctx_train.min(4096));
         if n_ctx == 0 {
             return Err(Error::InvalidArgument {
@@ -244,22 +280,11 @@ impl Engine {
         &self.name
     }
 
-    /// Tokenises a plain-text prompt, with BOS if the model wants one.
+    /// Tokenises a plain-text prompt, with BOS if the model wants one and
+    /// the text does not already start with it (as a rendered chat prompt
+    /// does).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.tokenizer.encode(text, self.tokenizer.add_bos(), true)?)
-    }
-
-    /// Renders messages with the model's chat template.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.tokenizer.chat_template().ok_or(Error::NoChatTemplate)?;
-        Ok(template.render(messages, add_generation_prompt)?)
-    }
-
-    /// Tokenises a rendered chat prompt. The template writes BOS itself when
-    /// the model uses one, so none is added here unless the template left it
-    /// out.
-    pub fn tokenize_chat(&self, rendered: &str) -> Result<Vec<u32>> {
-        let mut ids = self.tokenizer.encode(rendered, false, true)?;
+        let mut ids = self.tokenizer.encode(text, false, true)?;
         if let Some(bos) = self.tokenizer.bos_id()
             && self.tokenizer.add_bos()
             && ids.first() != Some(&bos)
@@ -267,6 +292,25 @@ impl Engine {
             ids.insert(0, bos);
         }
         Ok(ids)
+    }
+
+    /// Renders messages with the model's chat template.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self
+            .tokenizer
+            .chat_template()
+            .ok_or(Error::NoChatTemplate)?;
+        Ok(template.render(messages, add_generation_prompt)?)
+    }
+
+    /// Tokenises a rendered chat prompt (the template writes BOS itself
+    /// when the model uses one; see [`Engine::tokenize`]).
+    pub fn tokenize_chat(&self, rendered: &str) -> Result<Vec<u32>> {
+        self.tokenize(rendered)
     }
 
     /// Runs a prompt through a fresh cache in batches; returns the logits at
@@ -289,9 +333,9 @@ impl Engine {
                     logits: last_chunk && j + 1 == chunk.len(),
                 })
                 .collect();
-            let out = self
-                .model
-                .forward(&self.pool, &batch, std::slice::from_mut(cache), scratch)?;
+            let out =
+                self.model
+                    .forward(&self.pool, &batch, std::slice::from_mut(cache), scratch)?;
             if last_chunk {
                 logits = out.to_vec();
             }
@@ -299,10 +343,34 @@ impl Engine {
         Ok(logits)
     }
 
-    /// Generates from `prompt` (token ids), calling `on_text` with each
-    /// piece of text as it becomes final; `on_text` returns `false` to stop.
+    /// A fresh session with a cache of the engine's context size.
+    pub fn new_session(&self) -> Session {
+        Session {
+            cache: self.model.new_cache(self.n_ctx, self.opts.kv_type),
+            scratch: Scratch::new(),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Generates from `prompt` (token ids) in a fresh cache, calling
+    /// `on_text` with each piece of text as it becomes final; `on_text`
+    /// returns `false` to stop.
     pub fn generate(
         &self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        keep_prompt_logits: bool,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let mut session = self.new_session();
+        self.generate_in(&mut session, prompt, params, keep_prompt_logits, on_text)
+    }
+
+    /// [`Engine::generate`] in `session`: the part of `prompt` that is
+    /// already in the session's cache is not processed again.
+    pub fn generate_in(
+        &self,
+        session: &mut Session,
         prompt: &[u32],
         params: &GenerationParams,
         keep_prompt_logits: bool,
@@ -319,10 +387,25 @@ impl Engine {
                 n_ctx: self.n_ctx,
             });
         }
-        let mut cache = self.model.new_cache(self.n_ctx, self.opts.kv_type);
-        let mut scratch = Scratch::new();
+        // Reuse the common prefix, but always process at least one token so
+        // there are logits to sample from.
+        let reuse = session
+            .tokens
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        session.cache.truncate(reuse);
+        session.tokens.truncate(reuse);
+        let Session {
+            cache,
+            scratch,
+            tokens,
+        } = session;
         let t0 = Instant::now();
-        let mut logits = self.prefill(&prompt, &mut cache, &mut scratch)?;
+        let mut logits = self.prefill(&prompt[reuse..], cache, scratch)?;
+        tokens.extend_from_slice(&prompt[reuse..]);
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
         let prompt_logits = keep_prompt_logits.then(|| logits.clone());
         let mut state = SequenceState::new(&self.tokenizer, &prompt, params.clone());
@@ -347,26 +430,28 @@ impl Engine {
             logits.extend_from_slice(self.model.forward(
                 &self.pool,
                 &batch,
-                std::slice::from_mut(&mut cache),
-                &mut scratch,
+                std::slice::from_mut(cache),
+                scratch,
             )?);
+            tokens.push(token);
             n_forward += 1;
         };
         let predicted_ms = t1.elapsed().as_secs_f64() * 1e3;
         let per_second = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
-        let tokens = state.generated().to_vec();
+        let generated = state.generated().to_vec();
+        let processed = prompt.len() - reuse;
         Ok(Generation {
             timings: Timings {
-                prompt_n: prompt.len(),
+                prompt_n: processed,
                 prompt_ms,
-                prompt_per_second: per_second(prompt.len(), prompt_ms),
-                predicted_n: tokens.len(),
+                prompt_per_second: per_second(processed, prompt_ms),
+                predicted_n: generated.len(),
                 predicted_ms,
-                predicted_per_second: per_second(n_forward.max(tokens.len()), predicted_ms),
+                predicted_per_second: per_second(n_forward.max(generated.len()), predicted_ms),
             },
             prompt_tokens: prompt,
             text: state.text().to_string(),
-            tokens,
+            tokens: generated,
             stop_reason: reason,
             prompt_logits,
         })
@@ -416,9 +501,12 @@ impl Engine {
                         logits: true,
                     })
                     .collect();
-                let logits = self
-                    .model
-                    .forward(&self.pool, &batch, std::slice::from_mut(&mut cache), &mut scratch)?;
+                let logits = self.model.forward(
+                    &self.pool,
+                    &batch,
+                    std::slice::from_mut(&mut cache),
+                    &mut scratch,
+                )?;
                 for (i, row) in logits.chunks_exact(vocab).enumerate() {
                     nll += negative_log_likelihood(row, window[start + i]);
                 }

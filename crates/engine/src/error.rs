@@ -28,7 +28,9 @@ pub enum Error {
         reason: String,
     },
     /// The prompt does not fit in the context.
-    #[error("the prompt has {n_tokens} tokens but the context holds {n_ctx}; use a larger -c/--ctx-size or a shorter prompt")]
+    #[error(
+        "the prompt has {n_tokens} tokens but the context holds {n_ctx}; use a larger -c/--ctx-size or a shorter prompt"
+    )]
     PromptTooLong {
         /// Prompt length in tokens.
         n_tokens: usize,

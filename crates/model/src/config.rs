@@ -145,7 +145,7 @@ impl HParams {
                 return Err(bad(field, format!("{v} is implausibly large")));
             }
         }
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(bad(
                 "kv head count",
                 format!("{} query heads are not a multiple of {} kv heads", self.n_head, self.n_head_kv),
@@ -154,7 +154,7 @@ impl HParams {
         if self.head_dim > 512 {
             return Err(bad("head dim", format!("{} is larger than the supported 512", self.head_dim)));
         }
-        if self.head_dim % 2 != 0 || self.rope_dim != self.head_dim {
+        if !self.head_dim.is_multiple_of(2) || self.rope_dim != self.head_dim {
             return Err(bad(
                 "rope dimension",
                 format!("rope dim {} must equal the (even) head dim {}", self.rope_dim, self.head_dim),

@@ -76,7 +76,9 @@ impl SamplerConfig {
 
     fn has_penalties(&self) -> bool {
         self.repeat_last_n > 0
-            && (self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0)
+            && (self.repeat_penalty != 1.0
+                || self.frequency_penalty != 0.0
+                || self.presence_penalty != 0.0)
     }
 }
 
@@ -123,8 +125,12 @@ impl Sampler {
         }
         // Candidates, most likely first.
         self.candidates.clear();
-        self.candidates
-            .extend(logits.iter().enumerate().map(|(i, _)| (i as u32, value(i as u32))));
+        self.candidates.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, _)| (i as u32, value(i as u32))),
+        );
         let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let k = self.cfg.top_k;
         if k > 0 && k < self.candidates.len() {
@@ -154,7 +160,11 @@ impl Sampler {
         }
         if self.cfg.min_p > 0.0 {
             let threshold = f64::from(self.cfg.min_p) * weights[0];
-            let n = weights.iter().take_while(|&&w| w >= threshold).count().max(1);
+            let n = weights
+                .iter()
+                .take_while(|&&w| w >= threshold)
+                .count()
+                .max(1);
             keep = keep.min(n);
         }
         self.candidates.truncate(keep);
@@ -291,7 +301,10 @@ mod tests {
             (0..50).map(|_| s.sample(&logits(), &[])).collect()
         };
         assert_eq!(a, b);
-        assert!(a.contains(&1) && a.contains(&3), "both tied tokens get drawn");
+        assert!(
+            a.contains(&1) && a.contains(&3),
+            "both tied tokens get drawn"
+        );
     }
 
     #[test]

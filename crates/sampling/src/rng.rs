@@ -52,7 +52,10 @@ mod tests {
         // Pinned values: a change here changes every seeded generation.
         let mut r = Rng::new(0);
         let first: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
-        assert_eq!(first, [0x99ec5f36cb75f2b4, 0xbf6e1f784956452a, 0x1a5f849d4933e6e0]);
+        assert_eq!(
+            first,
+            [0x99ec5f36cb75f2b4, 0xbf6e1f784956452a, 0x1a5f849d4933e6e0]
+        );
         assert_ne!(Rng::new(1).next_u64(), first[0]);
         let f = Rng::new(5).next_f64();
         assert!((0.0..1.0).contains(&f));

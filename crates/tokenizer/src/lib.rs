@@ -81,6 +81,7 @@
 mod bytelevel;
 mod chat;
 mod error;
+mod gguf_export;
 mod gguf_vocab;
 mod hf;
 mod spm;

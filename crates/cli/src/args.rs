@@ -1,0 +1,67 @@
+//! Arguments shared by the subcommands that load a model.
+
+use anyhow::Context;
+use bitnet_engine::{Engine, EngineOptions, KvType, resolve};
+use bitnet_hub::Hub;
+use clap::Args;
+
+/// Which model to load and how to run it.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// GGUF file, Hugging Face model directory, Hub repo id
+    /// (e.g. microsoft/bitnet-b1.58-2B-4T-gguf) or `builtin`. Default:
+    /// BitNet b1.58 2B-4T if it is in the Hugging Face cache, else the
+    /// built-in demo model.
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<String>,
+    /// Threads to use (default: all CPUs).
+    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Tokens per forward pass while processing the prompt.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
+    /// KV cache precision: f16 (default) or f32 (the reference's precision).
+    #[arg(long = "kv-type", default_value = "f16", value_parser = parse_kv_type)]
+    pub kv_type: KvType,
+}
+
+fn parse_kv_type(s: &str) -> Result<KvType, String> {
+    KvType::from_name(s).ok_or_else(|| format!("unknown KV cache type `{s}` (expected f16 or f32)"))
+}
+
+impl ModelArgs {
+    /// Engine options from the flags.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            threads: self.threads,
+            n_ctx: self.ctx_size,
+            kv_type: self.kv_type,
+            n_batch: self.batch_size,
+            kernels: None,
+        }
+    }
+
+    /// Resolves `-m` (downloading if needed), says which model was chosen
+    /// when it was the default, and loads it.
+    pub fn load(&self) -> anyhow::Result<Engine> {
+        let hub = Hub::from_env();
+        let resolved = resolve::resolve(self.model.as_deref(), &hub).with_context(|| {
+            format!(
+                "cannot find model `{}`",
+                self.model.as_deref().unwrap_or("(default)")
+            )
+        })?;
+        if let Some(note) = &resolved.note {
+            eprintln!("{note}");
+        }
+        Engine::load(&resolved.location, self.engine_options()).with_context(|| {
+            format!(
+                "cannot load model `{}`",
+                self.model.as_deref().unwrap_or("(default)")
+            )
+        })
+    }
+}

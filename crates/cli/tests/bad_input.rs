@@ -1,0 +1,209 @@
+//! Bad input gets a clear error naming the problem and exit status 1: never
+//! a panic, a hang or a huge allocation.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn demo_gguf() -> PathBuf {
+    repo_fixtures().join("demo-bitnet/gguf/demo-bitnet-i2_s.gguf")
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn run_model(model: &Path) -> std::process::Command {
+    let mut c = bitnet();
+    c.args(["run", "-p", "hello", "-n", "2", "-m"]).arg(model);
+    c
+}
+
+/// Offset of the u32 type id of tensor `name` in a GGUF header.
+fn tensor_type_offset(bytes: &[u8], name: &str) -> usize {
+    let needle = [&(name.len() as u64).to_le_bytes()[..], name.as_bytes()].concat();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("tensor name in header");
+    let dims_at = at + needle.len();
+    let n_dims = u32::from_le_bytes(bytes[dims_at..dims_at + 4].try_into().unwrap()) as usize;
+    dims_at + 4 + 8 * n_dims
+}
+
+#[test]
+fn missing_file_is_named() {
+    fails_with(
+        &mut run_model(Path::new("/nonexistent/model.gguf")),
+        &["/nonexistent/model.gguf", "no such file"],
+    );
+}
+
+#[test]
+fn wrong_magic_and_tiny_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "notgguf.gguf",
+        b"PK\x03\x04 this is a zip, not a model",
+    );
+    fails_with(&mut run_model(&p), &["notgguf.gguf", "magic"]);
+    // 100 bytes claiming 2^64-1 tensors: refused at once.
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(u64::MAX.to_le_bytes());
+    b.extend(u64::MAX.to_le_bytes());
+    b.resize(100, 0);
+    let p = write(dir.path(), "absurd.gguf", &b);
+    let start = std::time::Instant::now();
+    fails_with(&mut run_model(&p), &["absurd.gguf"]);
+    assert!(start.elapsed().as_secs() < 5);
+}
+
+#[test]
+fn truncated_gguf_is_an_error() {
+    let bytes = std::fs::read(demo_gguf()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for cut in [10, 1000, 100_000, bytes.len() - 100] {
+        let p = write(dir.path(), &format!("cut{cut}.gguf"), &bytes[..cut]);
+        fails_with(&mut run_model(&p), &[&format!("cut{cut}.gguf")]);
+    }
+}
+
+#[test]
+fn unknown_tensor_type_names_the_tensor_and_the_id() {
+    let mut bytes = std::fs::read(demo_gguf()).unwrap();
+    let at = tensor_type_offset(&bytes, "blk.0.attn_k.weight");
+    bytes[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "type99.gguf", &bytes);
+    fails_with(&mut run_model(&p), &["blk.0.attn_k.weight", "99"]);
+}
+
+#[test]
+fn wrong_tensor_type_for_a_role_is_an_error() {
+    // A norm weight declared as I2_S cannot be a norm.
+    let mut bytes = std::fs::read(demo_gguf()).unwrap();
+    let at = tensor_type_offset(&bytes, "output_norm.weight");
+    bytes[at..at + 4].copy_from_slice(&36u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "badnorm.gguf", &bytes);
+    fails_with(&mut run_model(&p), &["output_norm.weight"]);
+}
+
+#[test]
+fn missing_tensor_and_shape_mismatch() {
+    let src = bitnet_gguf::GgufFile::open(&demo_gguf()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Drop one tensor.
+    let mut w = bitnet_gguf::GgufWriter::new();
+    for (k, v) in src.metadata().iter() {
+        w.metadata_mut().insert(k, v.clone());
+    }
+    for t in src
+        .tensors()
+        .iter()
+        .filter(|t| t.name != "blk.2.ffn_up.weight")
+    {
+        w.add_tensor(
+            t.name.clone(),
+            t.ne.clone(),
+            t.raw_type,
+            src.tensor_data(t).unwrap().to_vec(),
+        )
+        .unwrap();
+    }
+    let p = dir.path().join("missing.gguf");
+    w.write_file(&p).unwrap();
+    fails_with(
+        &mut run_model(&p),
+        &["missing tensor", "blk.2.ffn_up.weight"],
+    );
+    // Metadata says a different FFN size than the tensors have.
+    let mut w = bitnet_gguf::GgufWriter::from_file(&src).unwrap();
+    w.metadata_mut().insert(
+        "bitnet-b1.58.feed_forward_length",
+        bitnet_gguf::Value::U32(512),
+    );
+    let p = dir.path().join("shape.gguf");
+    w.write_file(&p).unwrap();
+    fails_with(&mut run_model(&p), &["blk.0.ffn_gate.weight", "shape"]);
+}
+
+#[test]
+fn hf_checkpoint_errors() {
+    let src = repo_fixtures().join("demo-bitnet");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str| std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        copy(f);
+    }
+    // Truncated safetensors.
+    let st = std::fs::read(src.join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), &st[..st.len() / 2]).unwrap();
+    fails_with(&mut run_model(dir.path()), &["model.safetensors"]);
+    // Config disagreeing with the tensors.
+    std::fs::write(dir.path().join("model.safetensors"), &st).unwrap();
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        cfg.replace("\"intermediate_size\": 768", "\"intermediate_size\": 1024"),
+    )
+    .unwrap();
+    fails_with(
+        &mut run_model(dir.path()),
+        &["mlp.gate_proj.weight", "shape"],
+    );
+    // Malformed config.
+    std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": ").unwrap();
+    fails_with(&mut run_model(dir.path()), &["config.json"]);
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    fails_with(
+        bitnet().args([
+            "run",
+            "-m",
+            "builtin",
+            "-c",
+            "8",
+            "-p",
+            "Permission is hereby granted, free of charge, to any person",
+        ]),
+        &["tokens but the context holds 8"],
+    );
+}
+
+#[test]
+fn invalid_utf8_prompt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "prompt.txt", b"caf\xe9 latin-1");
+    fails_with(
+        bitnet().args(["run", "-m", "builtin", "-f"]).arg(&p),
+        &["prompt.txt", "UTF-8"],
+    );
+    fails_with(
+        bitnet().args(["perplexity", "-m", "builtin", "-f"]).arg(&p),
+        &["prompt.txt", "UTF-8"],
+    );
+}
+
+#[test]
+fn unavailable_kernel_level_is_refused() {
+    fails_with(
+        bitnet()
+            .env("BITNET_KERNEL", "neon")
+            .args(["run", "-m", "builtin", "-p", "x", "-n", "1"]),
+        &["neon", "available"],
+    );
+}

@@ -1,0 +1,64 @@
+//! `bitnet bench`: the JSON output has llama-bench's fields with the right
+//! types, the markdown table its columns, and shapes that cannot fit are
+//! refused with their sizes. (Structure only: timings are never asserted.)
+
+mod common;
+
+use common::*;
+
+#[test]
+fn json_output_has_llama_bench_fields() {
+    let out = ok(bitnet().args([
+        "bench", "-m", "builtin", "-p", "8", "-n", "4", "-r", "1", "-t", "1", "-o", "json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let tests = v.as_array().expect("a JSON array");
+    assert_eq!(tests.len(), 2);
+    let (pp, tg) = (&tests[0], &tests[1]);
+    assert_eq!((pp["n_prompt"].as_u64(), pp["n_gen"].as_u64()), (Some(8), Some(0)));
+    assert_eq!((tg["n_prompt"].as_u64(), tg["n_gen"].as_u64()), (Some(0), Some(4)));
+    for t in tests {
+        assert_eq!(t["n_threads"].as_u64(), Some(1));
+        for key in ["model_size", "model_n_params", "peak_rss_bytes"] {
+            assert!(t[key].as_u64().is_some_and(|n| n > 0), "{key}: {}", t[key]);
+        }
+        for key in ["avg_ts", "stddev_ts"] {
+            assert!(t[key].as_f64().is_some(), "{key}: {}", t[key]);
+        }
+        assert!(t["avg_ts"].as_f64().unwrap() > 0.0);
+        let samples = t["samples_ts"].as_array().unwrap();
+        assert_eq!(samples.len(), 1);
+        assert!(samples[0].as_f64().unwrap() > 0.0);
+        assert!(t["model_type"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(["scalar", "avx2", "avx512"].contains(&t["kernel"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn markdown_table_and_kernel_knob() {
+    let out = ok(bitnet()
+        .env("BITNET_KERNEL", "scalar")
+        .args(["bench", "-m", "builtin", "-p", "4", "-n", "2", "-r", "1", "-t", "1,2"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("model") && lines[0].contains("t/s") && lines[0].contains("threads"));
+    assert_eq!(lines.len(), 2 + 4, "{stdout}");
+    assert!(lines[2].contains("pp4") && lines[3].contains("tg2") && lines[4].contains("pp4"));
+    assert!(stdout.contains("CPU (scalar)"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("peak RSS"));
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    fails_with(bitnet().args(["bench", "--shape", "7q"]), &["unknown shape", "2b4t"]);
+    fails_with(
+        bitnet().args(["bench", "--shape", "2b4t", "--head-type", "q4_0"]),
+        &["head type"],
+    );
+    // 100B parameters with a 64k-token f32 KV cache need far more than any
+    // test machine has: refused before anything is built.
+    fails_with(
+        bitnet().args(["bench", "--shape", "100b", "-p", "65536", "--kv-type", "f32"]),
+        &["100b", "GiB", "available"],
+    );
+}

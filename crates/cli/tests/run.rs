@@ -1,0 +1,134 @@
+//! `bitnet run` and `bitnet perplexity` against the reference outputs.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn builtin_model_json_output_matches_the_reference() {
+    let manifest = read_json(&repo_fixtures().join("demo-bitnet/reference/manifest.json"));
+    let mit = &manifest["prompts"][0];
+    assert_eq!(mit["name"], "mit");
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("logits.npy");
+    let out = ok(bitnet()
+        .args(["run", "-m", "builtin", "-p", mit["text"].as_str().unwrap()])
+        .args([
+            "-n",
+            "32",
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "--kv-type",
+            "f32",
+            "--output-format",
+            "json",
+        ])
+        .arg("--logits-out")
+        .arg(&npy));
+    let v = json_stdout(&out);
+    assert_eq!(ids(&v["prompt_token_ids"]), ids(&mit["input_ids"]));
+    assert_eq!(ids(&v["token_ids"]), ids(&mit["greedy_new_ids"]));
+    assert_eq!(v["text"], mit["greedy_text"]);
+    assert!(v["timings"]["predicted_per_second"].as_f64().unwrap() > 0.0);
+    let logits = read_npy_f32(&npy);
+    let reference =
+        read_npy_f32(&repo_fixtures().join("demo-bitnet/reference/mit.last_logits.npy"));
+    assert_eq!(logits.len(), 4096);
+    let max = logits
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max < 1e-3, "logits differ by {max}");
+}
+
+#[test]
+fn text_output_echoes_the_prompt_and_streams_the_continuation() {
+    let out = ok(bitnet().args([
+        "run",
+        "-p",
+        "Permission is hereby granted, free of charge,",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+    ]));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with(
+            "Permission is hereby granted, free of charge, to any person obtaining a copy"
+        ),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("built-in demo-bitnet")
+            && stderr.contains("bitnet pull microsoft/bitnet-b1.58-2B-4T-gguf"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn chat_flag_applies_the_template() {
+    let out = ok(bitnet()
+        .args([
+            "run",
+            "-m",
+            "builtin",
+            "--chat",
+            "--system",
+            "Be brief.",
+            "-p",
+            "Hi",
+        ])
+        .args(["-n", "4", "--temp", "0", "--output-format", "json"]));
+    let v = json_stdout(&out);
+    assert_eq!(
+        v["prompt"],
+        "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi<|eot_id|>Assistant: "
+    );
+    let ids = ids(&v["prompt_token_ids"]);
+    assert_eq!(ids[0], 4091, "one BOS, from the template");
+    assert_eq!(ids.iter().filter(|&&t| t == 4091).count(), 1);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let run = |seed: &str| {
+        let out = ok(bitnet()
+            .args([
+                "run",
+                "-m",
+                "builtin",
+                "-p",
+                "Copyright",
+                "-n",
+                "24",
+                "--temp",
+                "1.0",
+                "--seed",
+                seed,
+            ])
+            .args(["--output-format", "json"]));
+        ids(&json_stdout(&out)["token_ids"])
+    };
+    assert_eq!(run("7"), run("7"));
+    assert_ne!(run("7"), run("8"));
+}
+
+#[test]
+fn perplexity_reproduces_the_reference() {
+    let demo = repo_fixtures().join("demo-bitnet");
+    let out = ok(bitnet()
+        .arg("perplexity")
+        .arg("-m")
+        .arg(demo.join("gguf/demo-bitnet-i2_s.gguf"))
+        .arg("-f")
+        .arg(demo.join("valid.txt"))
+        .args(["-c", "256", "--kv-type", "f32", "--output-format", "json"]));
+    let v = json_stdout(&out);
+    assert_eq!(v["n_tokens"], 27060);
+    let ppl = v["perplexity"].as_f64().unwrap();
+    assert_eq!(format!("{ppl:.3}"), "8.706");
+}
