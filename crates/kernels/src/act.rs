@@ -7,6 +7,11 @@
 //! `quantize_row_i8_s`, so the integer products downstream are the
 //! reference's.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
 use crate::aligned::AlignedBytes;
 use crate::ternary::padded_cols;
 
@@ -107,14 +112,21 @@ impl QuantizedActs {
     /// Mutable views for the quantiser: (rows, scales, sums).
     pub(crate) fn parts_mut(&mut self) -> (&mut [i8], &mut [f32], &mut [i32]) {
         let n = self.n_tokens * self.stride;
-        (&mut self.q.as_i8_mut()[..n], &mut self.scales, &mut self.sums)
+        (
+            &mut self.q.as_i8_mut()[..n],
+            &mut self.scales,
+            &mut self.sums,
+        )
     }
 }
 
 /// Scalar reference: quantises one row into `q` (`x.len()` values) and returns
 /// `(s, Σ q)`.
 pub fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let amax = x.iter().fold(0.0f32, |m, &v| m.max(v.abs())).max(AMAX_FLOOR);
+    let amax = x
+        .iter()
+        .fold(0.0f32, |m, &v| m.max(v.abs()))
+        .max(AMAX_FLOOR);
     let s = 127.0f32 / amax;
     let mut sum = 0i32;
     for (qk, &xk) in q.iter_mut().zip(x) {

@@ -12,7 +12,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd` on 512-bit vectors).
+    /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd` on 512-bit vectors):
+    /// Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4 and later.
     Avx512,
 }
 

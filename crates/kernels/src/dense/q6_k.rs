@@ -105,7 +105,11 @@ pub fn quantize_block(x: &[f32]) -> [u8; BLOCK_BYTES] {
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     for ib in 0..16 {
-        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut levels[16 * ib..16 * ib + 16]);
+        let s = make_qx_quants(
+            &x[16 * ib..16 * ib + 16],
+            32,
+            &mut levels[16 * ib..16 * ib + 16],
+        );
         scales[ib] = s;
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
@@ -137,7 +141,8 @@ pub fn quantize_block(x: &[f32]) -> [u8; BLOCK_BYTES] {
             let (q1, q2, q3, q4) = (lv[l], lv[l + 32], lv[l + 64], lv[l + 96]);
             out[QL + 64 * half + l] = (q1 & 0xF) | ((q3 & 0xF) << 4);
             out[QL + 64 * half + l + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4);
-            out[QH + 32 * half + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+            out[QH + 32 * half + l] =
+                (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
         }
     }
     out

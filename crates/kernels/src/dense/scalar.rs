@@ -20,25 +20,31 @@ pub(crate) fn matmul(
     };
     let block_bytes = w.ty().row_bytes(block).unwrap_or(0);
     let mut buf = [0f32; q6_k::BLOCK_ELEMS];
-    let mut acc = vec![0f32; n_tokens];
+    // Tokens in groups of eight, so the accumulators live on the stack (no
+    // allocation per call).
+    const GROUP: usize = 8;
     for r in rows {
         let row = w.row(r);
-        acc.fill(0.0);
-        let mut k = 0;
-        while k < cols {
-            let n = block.min(cols - k);
-            let bytes = &row[k / block * block_bytes..][..w.ty().row_bytes(n).unwrap_or(0)];
-            dequantize(w.ty(), bytes, &mut buf[..n]);
-            for (t, a) in acc.iter_mut().enumerate() {
-                let xt = &x[t * cols + k..t * cols + k + n];
-                for (wv, xv) in buf[..n].iter().zip(xt) {
-                    *a += wv * xv;
+        for t0 in (0..n_tokens).step_by(GROUP) {
+            let nt = GROUP.min(n_tokens - t0);
+            let mut acc = [0f32; GROUP];
+            let mut k = 0;
+            while k < cols {
+                let n = block.min(cols - k);
+                let bytes = &row[k / block * block_bytes..][..w.ty().row_bytes(n).unwrap_or(0)];
+                dequantize(w.ty(), bytes, &mut buf[..n]);
+                for (i, a) in acc[..nt].iter_mut().enumerate() {
+                    let t = t0 + i;
+                    let xt = &x[t * cols + k..t * cols + k + n];
+                    for (wv, xv) in buf[..n].iter().zip(xt) {
+                        *a += wv * xv;
+                    }
                 }
+                k += n;
             }
-            k += n;
-        }
-        for (t, &a) in acc.iter().enumerate() {
-            out.write(t, r, a);
+            for (i, &a) in acc[..nt].iter().enumerate() {
+                out.write(t0 + i, r, a);
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Elementwise and row operations on f32 vectors: RMSNorm, rotary position
-//! embedding, softmax and the FFN activations. Written so the compiler
-//! vectorises them; they are a small share of the time next to the products.
+//! Scalar references of the f32 row operations (see the parent module).
+//! Portable Rust; the summing loops keep eight partial sums, which the
+//! SIMD versions reproduce lane for lane.
 
 /// `out_i = w_i · (x_i / sqrt(mean(x²) + eps))`, computed as transformers'
 /// `LlamaRMSNorm` does (`x · rsqrt(var + eps)`, then the weight).
@@ -68,6 +68,46 @@ pub fn softmax(x: &mut [f32]) {
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// `f16` values to f32.
+pub fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// f32 values to `f16` (round to nearest even).
+pub fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = half::f16::from_f32(s);
+    }
+}
+
+/// Dot product of f32 with f16 values, eight partial sums as [`dot`].
+pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for j in 0..8 {
+            acc[j] += a[i + j] * b[i + j].to_f32();
+        }
+        i += 8;
+    }
+    let mut s = acc.iter().sum::<f32>();
+    while i < n {
+        s += a[i] * b[i].to_f32();
+        i += 1;
+    }
+    s
+}
+
+/// `y += a · x` with f16 `x`.
+pub fn axpy_f16(a: f32, x: &[half::f16], y: &mut [f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += a * xv.to_f32();
     }
 }
 

@@ -1,0 +1,317 @@
+//! Every SIMD kernel against the scalar reference, over random shapes and
+//! values. One suite, instantiated per ISA level by `isa_suite!`; a level the
+//! CPU lacks is skipped (and says so).
+//!
+//! Integer kernels (ternary products, activation quantisation, the Q8_0
+//! integer-activation head) must agree bit for bit; float kernels (dense
+//! heads, ops) within a tight relative bound, because they sum in a
+//! different order.
+
+use bitnet_kernels::dense::{self, DenseMatrix, DenseType};
+use bitnet_kernels::{
+    Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryMatrix, ops,
+};
+use bitnet_threads::ThreadPool;
+use proptest::prelude::*;
+
+fn kernels(isa: Isa) -> Option<&'static Kernels> {
+    let k = Kernels::for_isa(isa);
+    if k.is_none() {
+        eprintln!("skipping: this CPU does not support {isa}");
+    }
+    k
+}
+
+fn scalar() -> &'static Kernels {
+    Kernels::for_isa(Isa::Scalar).unwrap()
+}
+
+/// A small deterministic generator (values only; shapes come from proptest).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let x = self.0;
+        (x ^ (x >> 29)).wrapping_mul(0xbf58476d1ce4e5b9) >> 11
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
+    }
+    fn ternary(&mut self, zero_bias: u64) -> i8 {
+        let v = self.next() % (3 + zero_bias);
+        if v >= 3 { 0 } else { v as i8 - 1 }
+    }
+}
+
+fn activations(rng: &mut Rng, n: usize, cols: usize, spread: f32) -> Vec<f32> {
+    (0..n * cols)
+        .map(|i| {
+            let v = rng.f32() * spread;
+            // Sprinkle exact ties (x·s lands on .5) and outliers.
+            match rng.next() % 50 {
+                0 => 0.0,
+                1 => v * 40.0,
+                2 => (i % 7) as f32 * 0.5,
+                _ => v,
+            }
+        })
+        .collect()
+}
+
+fn check_ternary(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64, threads: usize) {
+    let Some(k) = kernels(isa) else { return };
+    let mut rng = Rng(seed);
+    let values: Vec<i8> = (0..rows * cols).map(|_| rng.ternary(seed % 3)).collect();
+    let scales: Vec<f32> = (0..rows).map(|_| 0.5 + rng.f32().abs()).collect();
+    let rule = if seed.is_multiple_of(2) {
+        ScaleRule::Multiply
+    } else {
+        ScaleRule::Divide
+    };
+    let w = TernaryMatrix::pack(rows, cols, &values, scales, rule).unwrap();
+    let x = activations(&mut rng, n, cols, 3.0);
+    let mut qa = QuantizedActs::new();
+    scalar().quantize(&x, n, cols, &mut qa);
+    let pool = ThreadPool::new(threads);
+    let mut want = vec![0f32; n * rows];
+    scalar().ternary_matmul(&pool, &w, &qa, &mut want);
+    let mut got = vec![f32::NAN; n * rows];
+    k.ternary_matmul(&pool, &w, &qa, &mut got);
+    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            e.to_bits(),
+            "{isa}: {rows}x{cols}, {n} tokens: token {} row {}: {g} vs {e}",
+            i / rows,
+            i % rows
+        );
+    }
+}
+
+fn check_quantize(isa: Isa, n: usize, cols: usize, seed: u64, spread: f32) {
+    let Some(k) = kernels(isa) else { return };
+    let mut rng = Rng(seed);
+    let mut x = activations(&mut rng, n, cols, spread);
+    if seed.is_multiple_of(11) {
+        x.iter_mut().for_each(|v| *v = 0.0);
+    }
+    let (mut a, mut b) = (QuantizedActs::new(), QuantizedActs::new());
+    scalar().quantize(&x, n, cols, &mut a);
+    k.quantize(&x, n, cols, &mut b);
+    assert_eq!(a.data(), b.data(), "{isa}: codes");
+    assert_eq!(a.sums(), b.sums(), "{isa}: sums");
+    let (sa, sb): (Vec<u32>, Vec<u32>) = (
+        a.scales().iter().map(|s| s.to_bits()).collect(),
+        b.scales().iter().map(|s| s.to_bits()).collect(),
+    );
+    assert_eq!(sa, sb, "{isa}: scales");
+}
+
+fn dense_bytes(ty: DenseType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let vals: Vec<f32> = (0..rows * cols).map(|_| rng.f32()).collect();
+    dense::quantize(ty, &vals).unwrap()
+}
+
+/// Relative bound for float dots: the error of an n-term f32 sum in any
+/// order is at most ~n·ε·Σ|terms|; we require far less than that bound in
+/// practice (summing in blocks keeps it near √n·ε).
+fn check_dense(isa: Isa, ty: DenseType, rows: usize, cols: usize, n: usize, seed: u64) {
+    let Some(k) = kernels(isa) else { return };
+    let mut rng = Rng(seed);
+    let bytes = dense_bytes(ty, rows, cols, &mut rng);
+    let m = DenseMatrix::new(ty, rows, cols, &bytes).unwrap();
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+    let pool = ThreadPool::new(2);
+    let mut want = vec![0f32; n * rows];
+    scalar().dense_matmul(&pool, &m, &x, n, &mut want);
+    let mut got = vec![f32::NAN; n * rows];
+    k.dense_matmul(&pool, &m, &x, n, &mut got);
+    let mut wrow = vec![0f32; cols];
+    for t in 0..n {
+        for r in 0..rows {
+            m.dequantize_row(r, &mut wrow);
+            let mag: f32 = wrow
+                .iter()
+                .zip(&x[t * cols..(t + 1) * cols])
+                .map(|(a, b)| (a * b).abs())
+                .sum();
+            let (g, e) = (got[t * rows + r], want[t * rows + r]);
+            assert!(
+                (g - e).abs() <= 1e-5 * mag + 1e-30,
+                "{isa} {ty:?} {rows}x{cols} t{t} r{r}: {g} vs {e} (Σ|·| {mag})"
+            );
+        }
+    }
+}
+
+fn check_q8(isa: Isa, ty: DenseType, rows: usize, cols: usize, n: usize, seed: u64) {
+    let Some(k) = kernels(isa) else { return };
+    let mut rng = Rng(seed);
+    let bytes = dense_bytes(ty, rows, cols, &mut rng);
+    let m = DenseMatrix::new(ty, rows, cols, &bytes).unwrap();
+    let q = Q8Matrix::from_dense(&m).unwrap();
+    let mut x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
+    if seed.is_multiple_of(4) {
+        x[..cols.min(32)].iter_mut().for_each(|v| *v = 0.0);
+    }
+    let mut qa = Q8Acts::new();
+    qa.quantize(&x, n, cols);
+    let pool = ThreadPool::new(2);
+    let mut want = vec![0f32; n * rows];
+    scalar().q8_matmul(&pool, &q, &qa, &mut want);
+    let mut got = vec![f32::NAN; n * rows];
+    k.q8_matmul(&pool, &q, &qa, &mut got);
+    assert_eq!(
+        bits(&got),
+        bits(&want),
+        "{isa} q8 {ty:?} {rows}x{cols} n{n}"
+    );
+    // And it is a close approximation of the f32 product.
+    let mut exact = vec![0f32; n * rows];
+    scalar().dense_matmul(&pool, &m, &x, n, &mut exact);
+    let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-3);
+    for (g, e) in got.iter().zip(&exact) {
+        assert!((g - e).abs() <= 0.05 * scale, "{g} vs {e}");
+    }
+}
+
+fn close(a: &[f32], b: &[f32], rel: f32, what: &str) {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= rel * y.abs() + 1e-30,
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn check_ops(isa: Isa, len: usize, seed: u64) {
+    let Some(o) = ops::Ops::for_isa(isa) else {
+        return;
+    };
+    let mut rng = Rng(seed);
+    let spread = [0.01f32, 1.0, 30.0][(seed % 3) as usize];
+    let a: Vec<f32> = (0..len).map(|_| rng.f32() * spread).collect();
+    let b: Vec<f32> = (0..len).map(|_| rng.f32() * spread).collect();
+    let h: Vec<half::f16> = b.iter().map(|&v| half::f16::from_f32(v)).collect();
+    assert_eq!(
+        o.dot(&a, &b).to_bits(),
+        ops::scalar::dot(&a, &b).to_bits(),
+        "dot"
+    );
+    assert_eq!(
+        o.dot_f16(&a, &h).to_bits(),
+        ops::scalar::dot_f16(&a, &h).to_bits(),
+        "dot_f16"
+    );
+    let (mut y1, mut y2) = (b.clone(), b.clone());
+    o.axpy(0.37, &a, &mut y1);
+    ops::scalar::axpy(0.37, &a, &mut y2);
+    assert_eq!(bits(&y1), bits(&y2), "axpy");
+    o.axpy_f16(-1.3, &h, &mut y1);
+    ops::scalar::axpy_f16(-1.3, &h, &mut y2);
+    assert_eq!(bits(&y1), bits(&y2), "axpy_f16");
+    let (mut f1, mut f2) = (vec![0f32; len], vec![0f32; len]);
+    o.f16_to_f32(&h, &mut f1);
+    ops::scalar::f16_to_f32(&h, &mut f2);
+    assert_eq!(bits(&f1), bits(&f2), "f16_to_f32");
+    let (mut h1, mut h2) = (vec![half::f16::ZERO; len], vec![half::f16::ZERO; len]);
+    o.f32_to_f16(&a, &mut h1);
+    ops::scalar::f32_to_f16(&a, &mut h2);
+    assert_eq!(h1, h2, "f32_to_f16");
+    o.rmsnorm(&a, &b, 1e-5, &mut f1);
+    ops::scalar::rmsnorm(&a, &b, 1e-5, &mut f2);
+    assert_eq!(bits(&f1), bits(&f2), "rmsnorm");
+    o.relu2_mul(&a, &b, &mut f1);
+    ops::scalar::relu2_mul(&a, &b, &mut f2);
+    assert_eq!(bits(&f1), bits(&f2), "relu2_mul");
+    o.silu_mul_fast(&a, &b, &mut f1);
+    ops::scalar::silu_mul(&a, &b, &mut f2);
+    close(&f1, &f2, 3e-6, "silu_mul_fast");
+    let (mut s1, mut s2) = (a.clone(), a.clone());
+    if seed.is_multiple_of(5) {
+        s1[0] = -1e30;
+        s2[0] = -1e30;
+    }
+    o.softmax_fast(&mut s1);
+    ops::scalar::softmax(&mut s2);
+    close(&s1, &s2, 3e-6, "softmax_fast");
+}
+
+macro_rules! isa_suite {
+    ($name:ident, $isa:expr) => {
+        mod $name {
+            use super::*;
+
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+                #[test]
+                fn ternary_matches_scalar(rows in 1usize..90, cols in 1usize..300, n in 1usize..40, seed: u64, threads in 1usize..3) {
+                    check_ternary($isa, rows, cols, n, seed, threads);
+                }
+
+                #[test]
+                fn ternary_gemv_matches_scalar(rows in 1usize..200, cols in 1usize..700, n in 1usize..6, seed: u64) {
+                    check_ternary($isa, rows, cols, n, seed, 2);
+                }
+
+                #[test]
+                fn quantize_matches_scalar(n in 1usize..4, cols in 1usize..600, seed: u64, spread in prop::sample::select(vec![1e-7f32, 1e-3, 1.0, 1e4])) {
+                    check_quantize($isa, n, cols, seed, spread);
+                }
+
+                #[test]
+                fn dense_matches_scalar(
+                    ty in prop::sample::select(vec![DenseType::F32, DenseType::F16, DenseType::BF16, DenseType::Q8_0, DenseType::Q6K]),
+                    rows in 1usize..40, blocks in 1usize..5, n in 1usize..7, seed: u64,
+                ) {
+                    let cols = if ty.block_elems() == 1 { blocks * 37 } else { blocks * ty.block_elems() };
+                    check_dense($isa, ty, rows, cols, n, seed);
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+                #[test]
+                fn q8_head_matches_scalar(
+                    ty in prop::sample::select(vec![DenseType::Q8_0, DenseType::F16]),
+                    rows in 1usize..60, blocks in 1usize..6, n in 1usize..8, seed: u64,
+                ) {
+                    check_q8($isa, ty, rows, 32 * blocks, n, seed);
+                }
+
+                #[test]
+                fn ops_match_scalar(len in 1usize..700, seed: u64) {
+                    check_ops($isa, len, seed);
+                }
+            }
+
+            #[test]
+            fn ternary_large_shapes() {
+                for (rows, cols, n) in [(640, 2560, 1), (97, 6912, 2), (130, 2560, 13), (33, 1000, 40), (16, 20, 128), (40, 6912, 17), (21, 5003, 7), (35, 12003, 30), (20, 40_000, 1), (17, 33_000, 3), (40, 31_990, 2)] {
+                    check_ternary($isa, rows, cols, n, rows as u64 * 31 + n as u64, 2);
+                }
+            }
+        }
+    };
+}
+
+isa_suite!(scalar_level, Isa::Scalar);
+isa_suite!(avx2_level, Isa::Avx2);
+isa_suite!(avx512_level, Isa::Avx512);
+
+#[test]
+fn every_level_this_cpu_has_is_tested() {
+    let available = Isa::available();
+    eprintln!("levels available here: {available:?}");
+    assert!(available.contains(&Isa::Scalar));
+}
