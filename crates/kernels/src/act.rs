@@ -1,7 +1,8 @@
 //! Per-token int8 activation quantisation (BitNet b1.58's BitLinear input).
 //!
 //! For one token (one row `x` of length K):
-//! `amax = max(max_k |x_k|, 1e-5)`, `s = 127 / amax` (f32),
+//! `amax = max(max_k |x_k|, 1e-5)`, `s = 127 / amax` (f32, computed as
+//! PyTorch does: `(1 / amax) * 127`, see [`crate::exact`]),
 //! `q_k = clamp(round_half_even(x_k * s), -128, 127)`.
 //! This is exactly transformers' `activation_quant` and bitnet.cpp's
 //! `quantize_row_i8_s`, so the integer products downstream are the
@@ -127,7 +128,7 @@ pub fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         .iter()
         .fold(0.0f32, |m, &v| m.max(v.abs()))
         .max(AMAX_FLOOR);
-    let s = 127.0f32 / amax;
+    let s = crate::exact::activation_scale(amax);
     let mut sum = 0i32;
     for (qk, &xk) in q.iter_mut().zip(x) {
         let v = (xk * s).round_ties_even().clamp(-128.0, 127.0) as i8;
@@ -157,7 +158,7 @@ mod tests {
         let x = [0.0f32; 8];
         let mut q = [1i8; 8];
         let (s, sum) = quantize_row(&x, &mut q);
-        assert_eq!(s, 127.0 / 1e-5);
+        assert_eq!(s, (1.0f32 / 1e-5) * 127.0);
         assert_eq!(q, [0; 8]);
         assert_eq!(sum, 0);
     }

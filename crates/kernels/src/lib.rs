@@ -48,6 +48,7 @@
 pub mod act;
 mod aligned;
 pub mod dense;
+pub mod exact;
 mod dispatch;
 mod error;
 pub mod isa;

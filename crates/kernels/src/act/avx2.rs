@@ -31,7 +31,7 @@ pub(crate) unsafe fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         amax = amax.max(v.abs());
     }
     let amax = amax.max(AMAX_FLOOR);
-    let s = 127.0f32 / amax;
+    let s = crate::exact::activation_scale(amax);
     let sv = _mm256_set1_ps(s);
     let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
     let mut sum = _mm256_setzero_si256();

@@ -30,7 +30,7 @@ pub(crate) unsafe fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         k += 16;
     }
     let amax = _mm512_reduce_max_ps(m).max(AMAX_FLOOR);
-    let s = 127.0f32 / amax;
+    let s = crate::exact::activation_scale(amax);
     let sv = _mm512_set1_ps(s);
     let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
     let mut sum = _mm512_setzero_si512();

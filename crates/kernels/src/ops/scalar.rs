@@ -5,29 +5,7 @@
 /// `out_i = w_i · (x_i / sqrt(mean(x²) + eps))`, computed as transformers'
 /// `LlamaRMSNorm` does (`x · rsqrt(var + eps)`, then the weight).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let sum_sq = sum_of_squares(x);
-    let r = 1.0 / (sum_sq / x.len() as f32 + eps).sqrt();
-    for ((o, &xv), &wv) in out.iter_mut().zip(x).zip(w) {
-        *o = wv * (xv * r);
-    }
-}
-
-fn sum_of_squares(x: &[f32]) -> f32 {
-    // Eight partial sums: vectorisable and closer to a pairwise sum than a
-    // single running total.
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i] * c[i];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for v in tail {
-        s += v * v;
-    }
-    s
+    crate::exact::rmsnorm(x, w, eps, out)
 }
 
 /// Dot product with eight partial sums.
