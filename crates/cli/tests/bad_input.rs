@@ -131,7 +131,7 @@ fn missing_tensor_and_shape_mismatch() {
     );
     let p = dir.path().join("shape.gguf");
     w.write_file(&p).unwrap();
-    fails_with(&mut run_model(&p), &["blk.0.ffn_gate.weight", "shape"]);
+    fails_with(&mut run_model(&p), &["blk.0.ffn_", "has shape", "expected"]);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn hf_checkpoint_errors() {
     .unwrap();
     fails_with(
         &mut run_model(dir.path()),
-        &["mlp.gate_proj.weight", "shape"],
+        &["model.layers.0.mlp.", "has shape", "expected"],
     );
     // Malformed config.
     std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": ").unwrap();

@@ -6,6 +6,21 @@
 //! the weights serves the whole batch, which is what makes prompt processing
 //! and batched decoding fast); attention then runs per token and head against
 //! its own sequence's cache.
+//!
+//! # Cost outside the kernels
+//!
+//! * Nothing is allocated per call once [`Scratch`] has grown to the largest
+//!   batch and context seen (positions, the per-sequence bookkeeping, the
+//!   list of tokens that want logits and the attention score rows all live
+//!   there).
+//! * Per-token work (RMSNorm, RoPE, residual adds, the FFN activation) runs
+//!   on the calling thread for small batches — decoding one token, where a
+//!   pool dispatch would cost more than a 2560-wide norm — and is spread over
+//!   the pool by token for prompt-sized batches. Attention is spread over
+//!   (token, head) pairs claimed dynamically, since a late position costs more
+//!   than an early one.
+//! * Per-token operations are computed exactly as in a one-token-at-a-time
+//!   pass, so results do not depend on the batch size or the thread count.
 
 use std::sync::Mutex;
 
@@ -16,6 +31,7 @@ use crate::Model;
 use crate::config::{FfnAct, RopeStyle};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
+use crate::shared::SharedRows;
 
 /// One token of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +72,10 @@ pub struct Scratch {
     head_in: Vec<f32>,
     logits: Vec<f32>,
     scores: Vec<Mutex<Vec<f32>>>,
+    /// (sequence, last position assigned in this batch).
+    next: Vec<(usize, usize)>,
+    /// Batch indices of the tokens that want logits.
+    wanted: Vec<usize>,
 }
 
 impl Scratch {
@@ -70,6 +90,21 @@ fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
         v.resize(n, 0.0);
     }
     &mut v[..n]
+}
+
+/// Batches at least this large spread their per-token work over the pool;
+/// smaller ones run it on the calling thread, where it costs less than waking
+/// the workers.
+const PAR_TOKENS: usize = 4;
+
+/// Calls `f(t)` for every token `t < n`, across the pool for large batches.
+fn per_token(pool: &ThreadPool, n: usize, f: impl Fn(usize) + Sync) {
+    if n >= PAR_TOKENS && pool.n_threads() > 1 {
+        let chunk = n.div_ceil(pool.n_threads() * 4).max(1);
+        pool.for_each_chunk(n, chunk, |_, range| range.for_each(&f));
+    } else {
+        (0..n).for_each(f);
+    }
 }
 
 impl Model {
@@ -105,7 +140,8 @@ impl Model {
         // Validate, and assign positions.
         let positions = &mut scratch.positions;
         positions.clear();
-        let mut next: Vec<(usize, usize)> = Vec::new();
+        let next = &mut scratch.next;
+        next.clear();
         for bt in batch {
             if bt.token as usize >= hp.n_vocab {
                 return Err(Error::TokenOutOfRange {
@@ -144,21 +180,27 @@ impl Model {
         let half = hd / 2;
         let cos = resize(&mut scratch.cos, n * half);
         let sin = resize(&mut scratch.sin, n * half);
-        for (t, &pos) in positions.iter().enumerate() {
-            ops::rope_cos_sin(pos, &self.inv_freq, &mut cos[t * half..][..half], &mut sin[t * half..][..half]);
-        }
-
         // Embeddings.
         let x = resize(&mut scratch.x, n * d);
-        let embd = w.token_embd.matrix();
-        for (t, bt) in batch.iter().enumerate() {
-            embd.dequantize_row(bt.token as usize, &mut x[t * d..(t + 1) * d]);
+        {
+            let positions = &*positions;
+            let (cos, sin) = (SharedRows::new(cos, half), SharedRows::new(sin, half));
+            let xs = SharedRows::new(x, d);
+            let embd = w.token_embd.matrix();
+            per_token(pool, n, |t| {
+                // SAFETY: token t is visited once; rows t are its own.
+                let (c, s, xr) = unsafe { (cos.row(t), sin.row(t), xs.row(t)) };
+                bitnet_kernels::exact::rope_cos_sin(positions[t], &self.inv_freq, c, s);
+                embd.dequantize_row(batch[t].token as usize, xr);
+            });
         }
         trace(Tap::Embedding, x);
 
         let n_threads = pool.n_threads();
         if scratch.scores.len() < n_threads {
-            scratch.scores.resize_with(n_threads, || Mutex::new(Vec::new()));
+            scratch
+                .scores
+                .resize_with(n_threads, || Mutex::new(Vec::new()));
         }
         let xn = resize(&mut scratch.xn, n * qd.max(d));
         let qkv = resize(&mut scratch.qkv, n * (qd + 2 * kvd));
@@ -167,111 +209,166 @@ impl Model {
         let gate_up = resize(&mut scratch.gate_up, n * 2 * hp.n_ff);
         let ffn = resize(&mut scratch.ffn, n * hp.n_ff);
         let acts = &mut scratch.acts;
-        let matmul = |m: &TernaryMatrix, input: &[f32], cols: usize, acts: &mut QuantizedActs, out: &mut [f32]| {
+        let matmul = |m: &TernaryMatrix,
+                      input: &[f32],
+                      cols: usize,
+                      acts: &mut QuantizedActs,
+                      out: &mut [f32]| {
             k.quantize(&input[..n * cols], n, cols, acts);
             k.ternary_matmul(pool, m, acts, &mut out[..n * m.rows()]);
         };
         let group = hp.n_head / hp.n_head_kv;
-        let att_scale = 1.0 / (hd as f32).sqrt();
+        // `head_dim ** -0.5` rounded once, as the reference's scalar.
+        let att_scale = (hd as f64).powf(-0.5) as f32;
+
+        let scores = &scratch.scores;
+        let need = caches.iter().map(KvCache::capacity).max().unwrap_or(0);
+        for buf in scores {
+            let mut buf = buf.lock().unwrap_or_else(|e| e.into_inner());
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+        }
+        let eps = hp.rms_eps;
+        let stride = qd + 2 * kvd;
+        let f = hp.n_ff;
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention.
-            for t in 0..n {
-                ops::rmsnorm(&x[t * d..][..d], &lw.attn_norm, hp.rms_eps, &mut xn[t * d..][..d]);
+            {
+                let (x, out) = (&*x, SharedRows::new(&mut xn[..n * d], d));
+                per_token(pool, n, |t| {
+                    // SAFETY: token t is visited once; row t is its own.
+                    let o = unsafe { out.row(t) };
+                    ops::rmsnorm(&x[t * d..][..d], &lw.attn_norm, eps, o);
+                });
             }
             matmul(&lw.qkv, xn, d, acts, qkv);
-            let stride = qd + 2 * kvd;
-            for (t, bt) in batch.iter().enumerate() {
-                let row = &mut qkv[t * stride..(t + 1) * stride];
-                let (c, s) = (&cos[t * half..][..half], &sin[t * half..][..half]);
-                for head in row[..qd + kvd].chunks_exact_mut(hd) {
-                    match hp.rope_style {
-                        RopeStyle::Neox => ops::rope_neox(head, c, s),
-                        RopeStyle::Interleaved => ops::rope_interleaved(head, c, s),
+            {
+                let rows = SharedRows::new(&mut qkv[..n * stride], stride);
+                let (cos, sin) = (&*cos, &*sin);
+                per_token(pool, n, |t| {
+                    // SAFETY: token t is visited once; row t is its own.
+                    let row = unsafe { rows.row(t) };
+                    let (c, s) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                    for head in row[..qd + kvd].chunks_exact_mut(hd) {
+                        match hp.rope_style {
+                            RopeStyle::Neox => ops::rope_neox(head, c, s),
+                            RopeStyle::Interleaved => ops::rope_interleaved(head, c, s),
+                        }
                     }
-                }
-                let cache = &mut caches[bt.seq];
-                for h in 0..hp.n_head_kv {
-                    let kh = &row[qd + h * hd..][..hd];
-                    let vh = &row[qd + kvd + h * hd..][..hd];
-                    cache.store(l, h, positions[t], kh, vh);
-                }
+                });
+            }
+            for (t, bt) in batch.iter().enumerate() {
+                let row = &qkv[t * stride..(t + 1) * stride];
+                caches[bt.seq].store_token(l, positions[t], &row[qd..qd + kvd], &row[qd + kvd..]);
             }
             {
                 let caches = &*caches;
                 let qkv = &*qkv;
                 let positions = &*positions;
-                let scores = &scratch.scores;
-                let out = crate::shared::SharedRows::new(attn, hd);
+                let next = &scratch.next;
+                let out = SharedRows::new(&mut attn[..n * qd], hd);
                 pool.for_each_chunk(n * hp.n_head, 1, |thread, items| {
                     let mut buf = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
                     for item in items {
                         let (t, h) = (item / hp.n_head, item % hp.n_head);
                         let pos = positions[t];
-                        if buf.len() <= pos {
-                            buf.resize(pos + 1, 0.0);
-                        }
                         let q = &qkv[t * stride + h * hd..][..hd];
-                        let cache = &caches[batch[t].seq];
+                        let seq = batch[t].seq;
+                        let cache = &caches[seq];
+                        // The sequence's length once this batch is in: the
+                        // reference's row length (see KvCache::attend).
+                        let seq_len = next.iter().find(|(s, _)| *s == seq).map_or(pos + 1, |(_, last)| last + 1);
                         // SAFETY: item (t, h) is claimed by exactly one thread,
                         // and row `item` of `attn` (t * n_head + h) belongs to it.
                         let o = unsafe { out.row(item) };
-                        cache.attend(l, h / group, pos, q, att_scale, &mut buf, o);
+                        cache.attend(l, h / group, pos, seq_len, q, att_scale, &mut buf, o);
                     }
                 });
             }
             let attn_in: &[f32] = match &lw.attn_sub_norm {
                 Some(norm) => {
-                    for t in 0..n {
-                        ops::rmsnorm(&attn[t * qd..][..qd], norm, hp.rms_eps, &mut xn[t * qd..][..qd]);
-                    }
+                    let (attn, out) = (&*attn, SharedRows::new(&mut xn[..n * qd], qd));
+                    per_token(pool, n, |t| {
+                        // SAFETY: token t is visited once; row t is its own.
+                        let o = unsafe { out.row(t) };
+                        ops::rmsnorm(&attn[t * qd..][..qd], norm, eps, o);
+                    });
                     xn
                 }
                 None => attn,
             };
             matmul(&lw.wo, attn_in, qd, acts, proj);
-            for (xv, pv) in x.iter_mut().zip(proj.iter()) {
-                *xv += pv;
-            }
 
-            // FFN.
-            for t in 0..n {
-                ops::rmsnorm(&x[t * d..][..d], &lw.ffn_norm, hp.rms_eps, &mut xn[t * d..][..d]);
+            // Residual, then the FFN's norm.
+            {
+                let proj = &*proj;
+                let (xs, out) = (
+                    SharedRows::new(&mut x[..n * d], d),
+                    SharedRows::new(&mut xn[..n * d], d),
+                );
+                per_token(pool, n, |t| {
+                    // SAFETY: token t is visited once; rows t are its own.
+                    let (xr, o) = unsafe { (xs.row(t), out.row(t)) };
+                    for (xv, pv) in xr.iter_mut().zip(&proj[t * d..][..d]) {
+                        *xv += pv;
+                    }
+                    ops::rmsnorm(xr, &lw.ffn_norm, eps, o);
+                });
             }
             matmul(&lw.gate_up, xn, d, acts, gate_up);
-            let f = hp.n_ff;
-            for t in 0..n {
-                let (g, u) = gate_up[t * 2 * f..(t + 1) * 2 * f].split_at(f);
-                let o = &mut ffn[t * f..(t + 1) * f];
-                match hp.ffn_act {
-                    FfnAct::Relu2 => ops::relu2_mul(g, u, o),
-                    FfnAct::Silu => ops::silu_mul(g, u, o),
-                }
-            }
-            if let Some(norm) = &lw.ffn_sub_norm {
-                for t in 0..n {
-                    let row = &mut ffn[t * f..(t + 1) * f];
-                    let tmp = &mut gate_up[t * f..(t + 1) * f];
-                    tmp.copy_from_slice(row);
-                    ops::rmsnorm(tmp, norm, hp.rms_eps, row);
-                }
+            {
+                let gu = SharedRows::new(&mut gate_up[..n * 2 * f], 2 * f);
+                let out = SharedRows::new(&mut ffn[..n * f], f);
+                let sub_norm = lw.ffn_sub_norm.as_deref();
+                per_token(pool, n, |t| {
+                    // SAFETY: token t is visited once; rows t are its own.
+                    let (gu, o) = unsafe { (gu.row(t), out.row(t)) };
+                    let (g, u) = gu.split_at_mut(f);
+                    match hp.ffn_act {
+                        FfnAct::Relu2 => ops::relu2_mul(g, u, o),
+                        FfnAct::Silu => ops::silu_mul(g, u, o),
+                    }
+                    if let Some(norm) = sub_norm {
+                        // The gate half is free now: keep the activation there
+                        // and write its norm back.
+                        g.copy_from_slice(o);
+                        ops::rmsnorm(g, norm, eps, o);
+                    }
+                });
             }
             matmul(&lw.down, ffn, f, acts, proj);
-            for (xv, pv) in x.iter_mut().zip(proj.iter()) {
-                *xv += pv;
+            {
+                let proj = &*proj;
+                let xs = SharedRows::new(&mut x[..n * d], d);
+                per_token(pool, n, |t| {
+                    // SAFETY: token t is visited once; row t is its own.
+                    let xr = unsafe { xs.row(t) };
+                    for (xv, pv) in xr.iter_mut().zip(&proj[t * d..][..d]) {
+                        *xv += pv;
+                    }
+                });
             }
             trace(Tap::Layer(l), x);
         }
-        for (seq, last) in next {
+        for &(seq, last) in &scratch.next {
             caches[seq].set_len(last + 1);
         }
 
         // Head, for the tokens that want logits.
-        let wanted: Vec<usize> = (0..n).filter(|&t| batch[t].logits).collect();
+        let wanted = &mut scratch.wanted;
+        wanted.clear();
+        wanted.extend((0..n).filter(|&t| batch[t].logits));
         let m = wanted.len();
         let head_in = resize(&mut scratch.head_in, m * d);
-        for (i, &t) in wanted.iter().enumerate() {
-            ops::rmsnorm(&x[t * d..][..d], &w.output_norm, hp.rms_eps, &mut head_in[i * d..][..d]);
+        {
+            let (x, wanted, out) = (&*x, &*wanted, SharedRows::new(head_in, d));
+            per_token(pool, m, |i| {
+                // SAFETY: index i is visited once; row i is its own.
+                let o = unsafe { out.row(i) };
+                ops::rmsnorm(&x[wanted[i] * d..][..d], &w.output_norm, eps, o);
+            });
         }
         trace(Tap::FinalNorm, head_in);
         let head = w.head().matrix();

@@ -1,5 +1,22 @@
 //! Per-sequence key/value cache.
+//!
+//! Keys and values are stored `[layer][kv_head][position][head_dim]`, so the
+//! attention of one head walks one contiguous run of memory. Three element
+//! types:
+//!
+//! * **f32**, the reference's precision;
+//! * **f16** (the default), half the memory; the kernels' `dot_f16` and
+//!   `axpy_f16` convert in registers (F16C) as they go, summing exactly as
+//!   the f32 `dot`/`axpy` do, so nothing is converted into a buffer;
+//! * **q8**: int8 with one f32 scale per head row (`d = amax / 127`,
+//!   `q = round(x / d)`), a quarter of f32 plus 4 bytes per 128 values. The
+//!   query stays f32; scores are `d · Σ q_i · k_i`, and the value sum adds
+//!   `p · d · v` per position, so no row is ever dequantised into a buffer.
+//!
+//! A cache is allocated once at its full capacity: appending never
+//! allocates.
 
+use bitnet_kernels::exact;
 use half::f16;
 
 use crate::config::HParams;
@@ -11,24 +28,42 @@ pub enum KvType {
     F32,
     /// f16: half the memory; moves logits by ~1e-3 relative on these models.
     F16,
+    /// int8 with one f32 scale per head row (per position, per KV head).
+    Q8,
 }
 
 impl KvType {
-    /// Parses `f32` / `f16`.
+    /// Parses `f32`, `f16` or `q8` (also `q8_0`, `int8`).
     pub fn from_name(s: &str) -> Option<KvType> {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Some(KvType::F32),
             "f16" => Some(KvType::F16),
+            "q8" | "q8_0" | "int8" | "i8" => Some(KvType::Q8),
             _ => None,
         }
     }
 
-    /// Bytes per element.
+    /// The name [`KvType::from_name`] accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8 => "q8",
+        }
+    }
+
+    /// Bytes per element (without the q8 row scales).
     pub fn size(self) -> usize {
         match self {
             KvType::F32 => 4,
             KvType::F16 => 2,
+            KvType::Q8 => 1,
         }
+    }
+
+    /// Bytes of one stored head row of `head_dim` values.
+    pub fn row_bytes(self, head_dim: usize) -> usize {
+        head_dim * self.size() + if self == KvType::Q8 { 4 } else { 0 }
     }
 }
 
@@ -36,11 +71,11 @@ impl KvType {
 enum Store {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    Q8 { q: Vec<i8>, scale: Vec<f32> },
 }
 
-/// Keys and values of one sequence for every layer, laid out
-/// `[layer][kv_head][position][head_dim]` so that one head's keys are
-/// contiguous for the attention loop.
+/// Keys and values of one sequence for every layer (see the module
+/// documentation for the layout).
 #[derive(Clone, Debug)]
 pub struct KvCache {
     n_layer: usize,
@@ -55,10 +90,15 @@ pub struct KvCache {
 impl KvCache {
     /// A cache for `capacity` positions of a model with `hp`.
     pub fn new(hp: &HParams, capacity: usize, ty: KvType) -> KvCache {
-        let n = hp.n_layer * hp.n_head_kv * capacity * hp.head_dim;
+        let rows = hp.n_layer * hp.n_head_kv * capacity;
+        let n = rows * hp.head_dim;
         let store = || match ty {
             KvType::F32 => Store::F32(vec![0.0; n]),
             KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+            KvType::Q8 => Store::Q8 {
+                q: vec![0; n],
+                scale: vec![0.0; rows],
+            },
         };
         KvCache {
             n_layer: hp.n_layer,
@@ -73,7 +113,12 @@ impl KvCache {
 
     /// Bytes a cache of `capacity` positions takes for `hp`.
     pub fn bytes_for(hp: &HParams, capacity: usize, ty: KvType) -> usize {
-        2 * hp.n_layer * hp.n_head_kv * capacity * hp.head_dim * ty.size()
+        2 * hp.n_layer * hp.n_head_kv * capacity * ty.row_bytes(hp.head_dim)
+    }
+
+    /// Bytes this cache holds.
+    pub fn size_bytes(&self) -> usize {
+        2 * self.n_layer * self.n_head_kv * self.capacity * self.ty().row_bytes(self.head_dim)
     }
 
     /// Positions filled.
@@ -96,6 +141,7 @@ impl KvCache {
         match self.k {
             Store::F32(_) => KvType::F32,
             Store::F16(_) => KvType::F16,
+            Store::Q8 { .. } => KvType::Q8,
         }
     }
 
@@ -113,22 +159,27 @@ impl KvCache {
         self.len = len.min(self.capacity);
     }
 
-    fn offset(&self, layer: usize, head: usize, pos: usize) -> usize {
-        ((layer * self.n_head_kv + head) * self.capacity + pos) * self.head_dim
+    /// Index of the row of (`layer`, `head`, `pos`).
+    fn row_index(&self, layer: usize, head: usize, pos: usize) -> usize {
+        (layer * self.n_head_kv + head) * self.capacity + pos
     }
 
-    /// Stores the key and value of `head` at `pos`.
-    pub(crate) fn store(&mut self, layer: usize, head: usize, pos: usize, k: &[f32], v: &[f32]) {
-        debug_assert!(layer < self.n_layer && head < self.n_head_kv && pos < self.capacity);
-        let o = self.offset(layer, head, pos);
+    /// Stores the keys and values of every KV head of one token at `pos`
+    /// (`k` and `v` are `n_head_kv · head_dim` values).
+    pub(crate) fn store_token(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        debug_assert!(layer < self.n_layer && pos < self.capacity);
         let d = self.head_dim;
-        for (store, src) in [(&mut self.k, k), (&mut self.v, v)] {
-            match store {
-                Store::F32(s) => s[o..o + d].copy_from_slice(src),
-                Store::F16(s) => {
-                    for (dst, &x) in s[o..o + d].iter_mut().zip(src) {
-                        *dst = f16::from_f32(x);
-                    }
+        for h in 0..self.n_head_kv {
+            let row = self.row_index(layer, h, pos);
+            for (store, src) in [
+                (&mut self.k, &k[h * d..][..d]),
+                (&mut self.v, &v[h * d..][..d]),
+            ] {
+                let o = row * d;
+                match store {
+                    Store::F32(s) => s[o..o + d].copy_from_slice(src),
+                    Store::F16(s) => bitnet_kernels::ops::f32_to_f16(src, &mut s[o..o + d]),
+                    Store::Q8 { q, scale } => scale[row] = quantize_row(src, &mut q[o..o + d]),
                 }
             }
         }
@@ -136,53 +187,154 @@ impl KvCache {
 
     /// Attention of one query head over positions `0..=pos` of kv head
     /// `head`: `out = softmax(q·Kᵀ · scale) · V`. `scores` needs `pos + 1`
-    /// elements.
+    /// elements. `seq_len` is the length of the whole sequence once the
+    /// current batch is in.
+    ///
+    /// The f32 cache is the reference-precision mode: its arithmetic follows
+    /// the reference's operation by operation (bitnet_kernels::exact: the
+    /// accumulation order of `q·k` and `P·V` and the softmax sum depend on
+    /// the sequence length the reference would process at once, i.e.
+    /// `seq_len`), so hidden states come out bit-identical. The f16 and q8
+    /// caches round anyway and take the fastest vectorised path.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         &self,
         layer: usize,
         head: usize,
         pos: usize,
+        seq_len: usize,
         q: &[f32],
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
     ) {
+        use bitnet_kernels::ops;
         let d = self.head_dim;
-        let base = self.offset(layer, head, 0);
+        let first = self.row_index(layer, head, 0);
+        let base = first * d;
         let n = pos + 1;
         let scores = &mut scores[..n];
+        if let (Store::F32(k), Store::F32(v)) = (&self.k, &self.v) {
+            let kind = exact::score_kind(seq_len, pos);
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = exact::score(q, &k[base + j * d..][..d], kind) * scale;
+            }
+            exact::softmax(scores, seq_len);
+            out.fill(0.0);
+            let fma = exact::output_kind(seq_len) == exact::Accumulate::Fma;
+            for (j, &p) in scores.iter().enumerate() {
+                let row = &v[base + j * d..][..d];
+                if fma {
+                    exact::axpy_fma(p, row, out);
+                } else {
+                    ops::axpy(p, row, out);
+                }
+            }
+            return;
+        }
         match &self.k {
             Store::F32(k) => {
                 for (j, s) in scores.iter_mut().enumerate() {
-                    *s = bitnet_kernels::ops::dot(q, &k[base + j * d..][..d]) * scale;
+                    *s = ops::dot(q, &k[base + j * d..][..d]) * scale;
                 }
             }
             Store::F16(k) => {
-                let mut row = [0f32; 512];
+                for (s, row) in scores.iter_mut().zip(k[base..].chunks_exact(d)) {
+                    *s = ops::dot_f16(q, row) * scale;
+                }
+            }
+            Store::Q8 { q: kq, scale: ks } => {
                 for (j, s) in scores.iter_mut().enumerate() {
-                    let src = &k[base + j * d..][..d];
-                    for (r, &x) in row.iter_mut().zip(src) {
-                        *r = x.to_f32();
-                    }
-                    *s = bitnet_kernels::ops::dot(q, &row[..d]) * scale;
+                    *s = dot_i8(q, &kq[base + j * d..][..d]) * (ks[first + j] * scale);
                 }
             }
         }
-        bitnet_kernels::ops::softmax(scores);
+        ops::softmax(scores);
         out.fill(0.0);
         match &self.v {
             Store::F32(v) => {
                 for (j, &p) in scores.iter().enumerate() {
-                    bitnet_kernels::ops::axpy(p, &v[base + j * d..][..d], out);
+                    ops::axpy(p, &v[base + j * d..][..d], out);
                 }
             }
             Store::F16(v) => {
+                for (&p, row) in scores.iter().zip(v[base..].chunks_exact(d)) {
+                    ops::axpy_f16(p, row, out);
+                }
+            }
+            Store::Q8 { q: vq, scale: vs } => {
                 for (j, &p) in scores.iter().enumerate() {
-                    for (o, &x) in out.iter_mut().zip(&v[base + j * d..][..d]) {
-                        *o += p * x.to_f32();
-                    }
+                    axpy_i8(p * vs[first + j], &vq[base + j * d..][..d], out);
                 }
             }
         }
+    }
+}
+
+/// Quantises one head row to int8; returns its scale.
+fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = (v * id).round() as i8;
+    }
+    d
+}
+
+/// `Σ a_i · b_i` with eight partial sums (vectorises).
+fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * f32::from(y[i]);
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (x, &y) in ar.iter().zip(br) {
+        s += x * f32::from(y);
+    }
+    s
+}
+
+/// `y += a · x` for int8 `x`.
+fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * f32::from(xv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_rows_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..128)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut q = vec![0i8; 128];
+        let d = quantize_row(&x, &mut q);
+        for (a, &b) in x.iter().zip(&q) {
+            assert!((a - d * f32::from(b)).abs() <= d * 0.5 + 1e-6);
+        }
+        assert_eq!(quantize_row(&[0.0; 4], &mut q[..4]), 0.0);
+        assert_eq!(&q[..4], &[0; 4]);
+    }
+
+    #[test]
+    fn sizes_count_the_scales() {
+        let hp = crate::HParams::bitnet_b158_2b4t();
+        assert_eq!(
+            KvCache::bytes_for(&hp, 10, KvType::F16),
+            2 * 30 * 5 * 10 * 256
+        );
+        assert_eq!(
+            KvCache::bytes_for(&hp, 10, KvType::Q8),
+            2 * 30 * 5 * 10 * 132
+        );
+        assert_eq!(KvType::from_name("q8_0"), Some(KvType::Q8));
     }
 }

@@ -26,10 +26,12 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod convert;
 mod error;
 pub mod forward;
 pub mod kv_cache;
 mod load;
+pub mod random;
 mod shared;
 pub mod storage;
 pub mod weights;
@@ -47,6 +49,19 @@ pub use forward::{BatchToken, Scratch, Tap};
 pub use kv_cache::{KvCache, KvType};
 pub use load::hf::HfCheckpoint;
 pub use weights::{DenseWeight, LayerWeights, Weights};
+
+/// Hyper-parameters of a GGUF file, without loading its weights.
+pub fn gguf_hparams(file: &GgufFile) -> Result<HParams> {
+    load::gguf::hparams(file)
+}
+
+/// Hyper-parameters from a Hugging Face `config.json`, without loading
+/// weights (`label` names the file in errors).
+pub fn hf_hparams(config_json: &[u8], label: &str) -> Result<HParams> {
+    let (hp, _, _) = load::hf::parse_config(config_json, label)?;
+    hp.validate(label)?;
+    Ok(hp)
+}
 
 /// Options for loading.
 #[derive(Clone, Debug)]
@@ -108,7 +123,7 @@ impl Model {
     }
 
     fn assemble(hparams: HParams, weights: Weights, opts: &LoadOptions, description: String) -> Model {
-        let mut inv_freq = bitnet_kernels::ops::rope_inv_freq(hparams.rope_dim, hparams.rope_theta);
+        let mut inv_freq = bitnet_kernels::exact::rope_inv_freq(hparams.rope_dim, hparams.rope_theta);
         if let Some(f) = &weights.rope_freq_factors {
             for (v, f) in inv_freq.iter_mut().zip(f) {
                 *v /= f;

@@ -89,4 +89,12 @@ impl Weights {
             .sum::<usize>()
             + vec(&self.output_norm)
     }
+
+    /// Bytes of all weights: the repacked ones plus the embedding and head in
+    /// their stored format (counted once when tied).
+    pub fn size_bytes(&self) -> usize {
+        self.owned_bytes()
+            + self.token_embd.bytes.len()
+            + self.output.as_ref().map_or(0, |o| o.bytes.len())
+    }
 }

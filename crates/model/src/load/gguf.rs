@@ -8,7 +8,7 @@ use bitnet_gguf::{GgufFile, TensorInfo, TensorType};
 use bitnet_kernels::{DenseType, ScaleRule};
 use half::{bf16, f16};
 
-use super::ternarize::ternarize;
+use super::ternarize::{StoredAs, prefer_divisors, ternarize};
 use super::{Role, TensorSource, Ternary};
 use crate::config::{Arch, HParams, RopeStyle};
 use crate::error::{Error, Result};
@@ -132,8 +132,14 @@ impl GgufSource {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
-            TensorType::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            TensorType::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            TensorType::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            TensorType::BF16 => b
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             _ => return Err(self.type_err(t, role)),
         })
     }
@@ -203,7 +209,12 @@ impl TensorSource for GgufSource {
             TensorType::BF16 => DenseType::BF16,
             TensorType::Q8_0 => DenseType::Q8_0,
             TensorType::Q6_K => DenseType::Q6K,
-            _ => return Err(self.type_err(t, "an embedding or output matrix (F32, F16, BF16, Q8_0, Q6_K)")),
+            _ => {
+                return Err(self.type_err(
+                    t,
+                    "an embedding or output matrix (F32, F16, BF16, Q8_0, Q6_K)",
+                ));
+            }
         };
         let data = self.file.tensor_data(t)?;
         let start = data.as_ptr() as usize - self.file.bytes().as_ptr() as usize;
@@ -237,19 +248,20 @@ impl TensorSource for GgufSource {
                     reason: "block scales differ within a row: not a ternary tensor with one scale per matrix".into(),
                 })?,
             };
-            (decoded.values, scales, ScaleRule::Multiply)
+            let mut scales = scales;
+            let mut rule = ScaleRule::Multiply;
+            prefer_divisors(&mut scales, &mut rule, stored_as(t.ty));
+            (decoded.values, scales, rule)
         } else if matches!(t.ty, TensorType::F32 | TensorType::F16 | TensorType::BF16) {
             let (values, s, rule) = ternarize(&self.floats(t, "a ternary matrix")?);
             (values, vec![s; rows], rule)
         } else {
-            return Err(self.type_err(t, "a ternary projection (I2_S, TL1, TL2, TQ1_0, TQ2_0 or float)"));
+            return Err(self.type_err(
+                t,
+                "a ternary projection (I2_S, TL1, TL2, TQ1_0, TQ2_0 or float)",
+            ));
         };
-        if extra != 1.0 {
-            match rule {
-                ScaleRule::Multiply => scales.iter_mut().for_each(|s| *s *= extra),
-                ScaleRule::Divide => scales.iter_mut().for_each(|s| *s /= extra),
-            }
-        }
+        apply_extra(&mut scales, rule, extra);
         Ok(Ternary {
             rows,
             cols,
@@ -259,10 +271,112 @@ impl TensorSource for GgufSource {
         })
     }
 
+    fn ternary_into(&self, name: &str, out: &mut [i8]) -> Result<(Vec<f32>, ScaleRule)> {
+        let t = self.info(name)?;
+        let (rows, cols) = (t.rows() as usize, t.cols() as usize);
+        if t.ty == TensorType::I2_S && cols.is_multiple_of(I2S_BLOCK) && out.len() == rows * cols {
+            let data = self.file.tensor_data(t)?;
+            if let Some(scale) = decode_i2s_into(data, out) {
+                let extra = self.extra_scale(name)?;
+                let mut scales = vec![scale; rows];
+                let mut rule = ScaleRule::Multiply;
+                prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
+                apply_extra(&mut scales, rule, extra);
+                return Ok((scales, rule));
+            }
+            // A bad code or length: the full decoder names the element.
+        }
+        let t = self.ternary(name)?;
+        out.copy_from_slice(&t.values);
+        Ok((t.scales, t.rule))
+    }
+
+    fn release(&self, name: &str) {
+        if let Some(t) = self.file.tensor(name)
+            && let Ok(range) = self.file.tensor_range(t)
+        {
+            self.file.release(range);
+        }
+    }
+
     fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
         match self.file.tensor("rope_freqs.weight") {
             None => Ok(None),
             Some(t) => Ok(Some(self.floats(t, "RoPE frequency factors")?)),
         }
+    }
+}
+
+/// How a ternary type stores its scale.
+fn stored_as(ty: TensorType) -> StoredAs {
+    match ty {
+        TensorType::TQ1_0 | TensorType::TQ2_0 => StoredAs::F16,
+        _ => StoredAs::F32,
+    }
+}
+
+/// Folds a separate per-matrix scale tensor into the row scales.
+fn apply_extra(scales: &mut [f32], rule: ScaleRule, extra: f32) {
+    if extra != 1.0 {
+        match rule {
+            ScaleRule::Multiply => scales.iter_mut().for_each(|s| *s *= extra),
+            ScaleRule::Divide => scales.iter_mut().for_each(|s| *s /= extra),
+        }
+    }
+}
+
+/// Elements per I2_S block.
+const I2S_BLOCK: usize = 128;
+
+/// Decodes I2_S codes (the x86/file layout: byte `p` of each 32-byte block
+/// holds elements `p`, `p+32`, `p+64`, `p+96` in bits 7..6, 5..4, 3..2,
+/// 1..0, code `t + 1`) straight into `out` and returns the tensor scale, or
+/// `None` if the length is wrong or a code is 3 (left to the checked decoder
+/// to report). Written so that the compiler vectorises the inner loops.
+fn decode_i2s_into(data: &[u8], out: &mut [i8]) -> Option<f32> {
+    let n = out.len();
+    if data.len() != n / 4 + 32 || !n.is_multiple_of(I2S_BLOCK) {
+        return None;
+    }
+    let mut bad = 0u8;
+    for (codes, vals) in data[..n / 4]
+        .chunks_exact(32)
+        .zip(out.chunks_exact_mut(I2S_BLOCK))
+    {
+        for (g, group) in vals.chunks_exact_mut(32).enumerate() {
+            let shift = 6 - 2 * g as u32;
+            for (v, &b) in group.iter_mut().zip(codes) {
+                *v = ((b >> shift) & 3) as i8 - 1;
+            }
+        }
+        for &b in codes {
+            bad |= b & (b >> 1) & 0x55;
+        }
+    }
+    if bad != 0 {
+        return None;
+    }
+    let s = &data[n / 4..n / 4 + 4];
+    Some(f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_i2s_decoder_matches_the_reference() {
+        let (rows, cols) = (3, 256);
+        let values: Vec<i8> = (0..rows * cols)
+            .map(|i| ((i * 7 + i / 5) % 3) as i8 - 1)
+            .collect();
+        let data = bitnet_gguf::ternary::encode_i2s(&values, rows, cols, 0.75).unwrap();
+        let mut out = vec![9i8; rows * cols];
+        assert_eq!(decode_i2s_into(&data, &mut out), Some(0.75));
+        assert_eq!(out, values);
+        let mut bad = data.clone();
+        bad[40] = 0b1111_0000;
+        assert_eq!(decode_i2s_into(&bad, &mut out), None);
+        assert_eq!(decode_i2s_into(&data[1..], &mut out), None);
     }
 }

@@ -36,9 +36,7 @@ impl HfCheckpoint {
     /// Opens `config.json` and `model.safetensors` (or the shards listed in
     /// `model.safetensors.index.json`) in `dir`.
     pub fn open_dir(dir: &Path) -> Result<HfCheckpoint> {
-        let read = |p: PathBuf| {
-            std::fs::read(&p).map_err(|source| Error::Io { path: p, source })
-        };
+        let read = |p: PathBuf| std::fs::read(&p).map_err(|source| Error::Io { path: p, source });
         let config_json = read(dir.join("config.json"))?;
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
@@ -47,16 +45,20 @@ impl HfCheckpoint {
             names.push("model.safetensors".into());
         } else if index.is_file() {
             let file = index.display().to_string();
-            let json: Value = serde_json::from_slice(&read(index.clone())?).map_err(|e| Error::Config {
-                file: file.clone(),
-                field: "(json)".into(),
-                reason: e.to_string(),
-            })?;
-            let map = json.get("weight_map").and_then(Value::as_object).ok_or_else(|| Error::Config {
-                file: file.clone(),
-                field: "weight_map".into(),
-                reason: "missing or not an object".into(),
-            })?;
+            let json: Value =
+                serde_json::from_slice(&read(index.clone())?).map_err(|e| Error::Config {
+                    file: file.clone(),
+                    field: "(json)".into(),
+                    reason: e.to_string(),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| Error::Config {
+                    file: file.clone(),
+                    field: "weight_map".into(),
+                    reason: "missing or not an object".into(),
+                })?;
             for v in map.values() {
                 let name = v.as_str().ok_or_else(|| Error::Config {
                     file: file.clone(),
@@ -109,10 +111,13 @@ fn cfg_err(file: &str, field: &str, reason: impl Into<String>) -> Error {
 fn get_usize(cfg: &Value, file: &str, key: &str) -> Result<Option<usize>> {
     match cfg.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| cfg_err(file, key, format!("expected a non-negative integer, found {v}"))),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+            cfg_err(
+                file,
+                key,
+                format!("expected a non-negative integer, found {v}"),
+            )
+        }),
     }
 }
 
@@ -132,13 +137,16 @@ fn get_f32(cfg: &Value, file: &str, key: &str) -> Result<Option<f32>> {
 
 /// Reads the hyper-parameters and the quantisation convention.
 pub(crate) fn parse_config(json: &[u8], file: &str) -> Result<(HParams, Option<Quant>, Value)> {
-    let cfg: Value = serde_json::from_slice(json).map_err(|e| cfg_err(file, "(json)", e.to_string()))?;
+    let cfg: Value =
+        serde_json::from_slice(json).map_err(|e| cfg_err(file, "(json)", e.to_string()))?;
     if !cfg.is_object() {
         return Err(cfg_err(file, "(json)", "not a JSON object"));
     }
     let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     let qc = cfg.get("quantization_config").filter(|v| !v.is_null());
-    let quant_method = qc.and_then(|q| q.get("quant_method")).and_then(Value::as_str);
+    let quant_method = qc
+        .and_then(|q| q.get("quant_method"))
+        .and_then(Value::as_str);
     let quant = match (qc, quant_method) {
         (None, _) => None,
         (Some(_), Some("bitnet")) => {
@@ -165,7 +173,10 @@ pub(crate) fn parse_config(json: &[u8], file: &str) -> Result<(HParams, Option<Q
             return Err(cfg_err(
                 file,
                 "quantization_config.quant_method",
-                format!("`{}` is not a ternary (bitnet) quantisation", other.unwrap_or("(missing)")),
+                format!(
+                    "`{}` is not a ternary (bitnet) quantisation",
+                    other.unwrap_or("(missing)")
+                ),
             ));
         }
     };
@@ -191,7 +202,13 @@ pub(crate) fn parse_config(json: &[u8], file: &str) -> Result<(HParams, Option<Q
         None => arch.default_ffn_act(),
         Some("relu2") => FfnAct::Relu2,
         Some("silu" | "swish") => FfnAct::Silu,
-        Some(other) => return Err(cfg_err(file, "hidden_act", format!("unsupported activation `{other}`"))),
+        Some(other) => {
+            return Err(cfg_err(
+                file,
+                "hidden_act",
+                format!("unsupported activation `{other}`"),
+            ));
+        }
     };
     let n_embd = need_usize(&cfg, file, "hidden_size")?;
     let n_head = need_usize(&cfg, file, "num_attention_heads")?;
@@ -257,7 +274,8 @@ fn rope_scaling_factors(cfg: &Value, file: &str, hp: &HParams) -> Result<Option<
             let high_wavelen = orig / high;
             let factors = (0..hp.rope_dim / 2)
                 .map(|i| {
-                    let inv = 1.0 / f64::from(hp.rope_theta).powf((2 * i) as f64 / hp.rope_dim as f64);
+                    let inv =
+                        1.0 / f64::from(hp.rope_theta).powf((2 * i) as f64 / hp.rope_dim as f64);
                     let wavelen = 2.0 * std::f64::consts::PI / inv;
                     let f = if wavelen < high_wavelen {
                         1.0
@@ -272,7 +290,11 @@ fn rope_scaling_factors(cfg: &Value, file: &str, hp: &HParams) -> Result<Option<
                 .collect();
             Ok(Some(factors))
         }
-        other => Err(cfg_err(file, "rope_scaling", format!("unsupported rope scaling `{other}`"))),
+        other => Err(cfg_err(
+            file,
+            "rope_scaling",
+            format!("unsupported rope scaling `{other}`"),
+        )),
     }
 }
 
@@ -300,10 +322,11 @@ impl HfSource {
         for (i, (name, owner)) in ckpt.shards.into_iter().enumerate() {
             let bytes: &[u8] = (*owner).as_ref();
             let file = format!("{}/{}", ckpt.label, name);
-            let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
-                file: file.clone(),
-                reason: e.to_string(),
-            })?;
+            let st =
+                safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                })?;
             for (tname, view) in st.tensors() {
                 let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
                 let entry = Entry {
@@ -353,9 +376,18 @@ impl HfSource {
         let e = self.entry(name)?;
         let b = self.bytes(e);
         Ok(match e.dtype {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             other => {
                 return Err(Error::TensorType {
                     file: self.label.clone(),
@@ -451,7 +483,8 @@ impl TensorSource for HfSource {
             })?;
             let values = unpack_hf(self.bytes(e), rows, cols)
                 .map_err(|i| data_err(format!("packed code 3 (not ternary) at element {i}")))?;
-            let scale_name = name.strip_suffix(".weight").unwrap_or(name).to_string() + ".weight_scale";
+            let scale_name =
+                name.strip_suffix(".weight").unwrap_or(name).to_string() + ".weight_scale";
             let scale = self.floats(&scale_name)?;
             if scale.len() != 1 {
                 let found = self.entry(&scale_name)?.shape.clone();

@@ -5,12 +5,25 @@
 //! dense matrices and decoded ternary matrices. The builder here checks every
 //! shape against the hyper-parameters, fuses Q/K/V and gate/up, and packs the
 //! ternary matrices for the kernels.
+//!
+//! # Load time and memory
+//!
+//! Repacking is the whole cost of loading (the dense embedding/head is read
+//! in place), so the fused matrices are built in parallel with rayon, one
+//! matrix per job. Each part is decoded straight into its rows of the fused
+//! buffer ([`TensorSource::ternary_into`]; I2_S has a direct decoder), and
+//! once a matrix is packed its source pages are released
+//! ([`TensorSource::release`]: `madvise(DONTNEED)` on a memory-mapped GGUF),
+//! so the file's ternary tensors and their repacked copies are never
+//! resident together. Peak memory is the model plus one unpacked matrix per
+//! thread.
 
 pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod ternarize;
 
 use bitnet_kernels::{ScaleRule, TernaryMatrix};
+use rayon::prelude::*;
 
 use crate::config::HParams;
 use crate::error::{Error, Result};
@@ -45,7 +58,7 @@ pub(crate) struct Ternary {
 }
 
 /// One checkpoint, seen by role.
-pub(crate) trait TensorSource {
+pub(crate) trait TensorSource: Sync {
     /// The file (or directory) for error messages.
     fn file(&self) -> &str;
     /// The source's name of the tensor with `role` in `layer`.
@@ -58,6 +71,15 @@ pub(crate) trait TensorSource {
     fn dense(&self, name: &str) -> Result<DenseWeight>;
     /// A ternary matrix, decoded.
     fn ternary(&self, name: &str) -> Result<Ternary>;
+    /// Decodes the ternary matrix `name` (whose shape the caller checked)
+    /// into `out` (`rows × cols` values); returns its row scales and rule.
+    fn ternary_into(&self, name: &str, out: &mut [i8]) -> Result<(Vec<f32>, ScaleRule)> {
+        let t = self.ternary(name)?;
+        out.copy_from_slice(&t.values);
+        Ok((t.scales, t.rule))
+    }
+    /// Says that tensor `name` will not be read again (its pages may go).
+    fn release(&self, _name: &str) {}
     /// Optional RoPE frequency factors.
     fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
         Ok(None)
@@ -86,49 +108,112 @@ fn vector(src: &dyn TensorSource, role: Role, layer: usize, len: usize) -> Resul
     src.vector(&name)
 }
 
-fn ternary(src: &dyn TensorSource, role: Role, layer: usize, rows: usize, cols: usize) -> Result<Ternary> {
-    let name = src.name(role, layer);
-    expect_shape(src, &name, &[rows, cols])?;
-    let t = src.ternary(&name)?;
-    if let Some(bad) = t.scales.iter().find(|s| !s.is_finite() || **s == 0.0) {
+fn check_scales(src: &dyn TensorSource, name: &str, scales: &[f32]) -> Result<()> {
+    if let Some(bad) = scales.iter().find(|s| !s.is_finite() || **s == 0.0) {
         return Err(Error::TensorData {
             file: src.file().to_string(),
-            tensor: name,
+            tensor: name.to_string(),
             reason: format!("scale {bad} is not a finite non-zero number"),
         });
     }
-    Ok(t)
+    Ok(())
 }
 
-/// Packs matrices that share an input into one, rows in order.
-fn fuse(src: &dyn TensorSource, parts: Vec<(String, Ternary)>) -> Result<TernaryMatrix> {
-    let (first_name, first) = &parts[0];
-    let cols = first.cols;
-    let rule = first.rule;
-    if let Some((name, _)) = parts.iter().find(|(_, t)| t.rule != rule) {
-        return Err(Error::TensorData {
-            file: src.file().to_string(),
-            tensor: name.clone(),
-            reason: format!("scale convention differs from `{first_name}`"),
-        });
+/// One packed matrix to build: parts (role, rows) stacked in order, sharing
+/// `cols` inputs.
+struct Job {
+    layer: usize,
+    parts: Vec<(Role, usize)>,
+    cols: usize,
+}
+
+/// Decodes the parts of `job` into one buffer and packs it (rows in order:
+/// fused Q/K/V or gate/up share one activation quantisation).
+fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<TernaryMatrix> {
+    let cols = job.cols;
+    let rows: usize = job.parts.iter().map(|p| p.1).sum();
+    let names: Vec<String> = job
+        .parts
+        .iter()
+        .map(|&(role, _)| src.name(role, job.layer))
+        .collect();
+    for (name, &(_, r)) in names.iter().zip(&job.parts) {
+        expect_shape(src, name, &[r, cols])?;
     }
-    let rows: usize = parts.iter().map(|(_, t)| t.rows).sum();
-    let mut values = Vec::with_capacity(rows * cols);
+    let mut buf = buffers.take();
+    if buf.len() < rows * cols {
+        buf.resize(rows * cols, 0);
+    }
+    let result = fill_and_pack(src, job, &names, rows, &mut buf[..rows * cols]);
+    buffers.put(buf);
+    let m = result?;
+    for name in &names {
+        src.release(name);
+    }
+    Ok(m)
+}
+
+/// Unpacked-value buffers reused across matrices: a fresh multi-megabyte
+/// buffer per matrix would fault in (and zero) ~2 GB of pages while loading
+/// a 2B model. Dropped, with its buffers, when loading ends.
+#[derive(Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<i8>>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<i8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, buf: Vec<i8>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+    }
+}
+
+fn fill_and_pack(
+    src: &dyn TensorSource,
+    job: &Job,
+    names: &[String],
+    rows: usize,
+    values: &mut [i8],
+) -> Result<TernaryMatrix> {
+    let cols = job.cols;
     let mut scales = Vec::with_capacity(rows);
-    for (_, t) in &parts {
-        values.extend_from_slice(&t.values);
-        scales.extend_from_slice(&t.scales);
+    let mut rule = None;
+    let mut offset = 0;
+    for (name, &(_, r)) in names.iter().zip(&job.parts) {
+        let (s, part_rule) =
+            src.ternary_into(name, &mut values[offset * cols..(offset + r) * cols])?;
+        check_scales(src, name, &s)?;
+        if s.len() != r {
+            return Err(Error::TensorData {
+                file: src.file().to_string(),
+                tensor: name.clone(),
+                reason: format!("{} row scales for {r} rows", s.len()),
+            });
+        }
+        match rule {
+            None => rule = Some(part_rule),
+            Some(first) if first != part_rule => {
+                return Err(Error::TensorData {
+                    file: src.file().to_string(),
+                    tensor: name.clone(),
+                    reason: format!("scale convention differs from `{}`", names[0]),
+                });
+            }
+            Some(_) => {}
+        }
+        scales.extend_from_slice(&s);
+        offset += r;
     }
-    TernaryMatrix::pack(rows, cols, &values, scales, rule).map_err(|source| Error::Kernel {
-        tensor: first_name.clone(),
+    let rule = rule.unwrap_or(ScaleRule::Multiply);
+    TernaryMatrix::pack(rows, cols, values, scales, rule).map_err(|source| Error::Kernel {
+        tensor: names[0].clone(),
         source,
     })
-}
-
-fn single(src: &dyn TensorSource, role: Role, layer: usize, rows: usize, cols: usize) -> Result<TernaryMatrix> {
-    let name = src.name(role, layer);
-    let t = ternary(src, role, layer, rows, cols)?;
-    fuse(src, vec![(name, t)])
 }
 
 /// Loads and checks every tensor the architecture needs.
@@ -145,49 +230,83 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
         Some(src.dense(&name)?)
     };
     let output_norm = vector(src, Role::OutputNorm, 0, d)?;
-    let mut layers = Vec::with_capacity(hp.n_layer);
+    // The small tensors first, so that a file missing one fails before the
+    // expensive part.
+    let sub_norms = hp.arch.has_sub_norms();
+    let mut norms = Vec::with_capacity(hp.n_layer);
     for l in 0..hp.n_layer {
-        let named = |role, t: Ternary| (src.name(role, l), t);
-        let qkv = fuse(
-            src,
-            vec![
-                named(Role::AttnQ, ternary(src, Role::AttnQ, l, hp.q_dim(), d)?),
-                named(Role::AttnK, ternary(src, Role::AttnK, l, hp.kv_dim(), d)?),
-                named(Role::AttnV, ternary(src, Role::AttnV, l, hp.kv_dim(), d)?),
-            ],
-        )?;
-        let gate_up = fuse(
-            src,
-            vec![
-                named(Role::FfnGate, ternary(src, Role::FfnGate, l, hp.n_ff, d)?),
-                named(Role::FfnUp, ternary(src, Role::FfnUp, l, hp.n_ff, d)?),
-            ],
-        )?;
-        let sub_norms = hp.arch.has_sub_norms();
-        layers.push(LayerWeights {
-            attn_norm: vector(src, Role::AttnNorm, l, d)?,
-            qkv,
-            attn_sub_norm: sub_norms
+        norms.push((
+            vector(src, Role::AttnNorm, l, d)?,
+            sub_norms
                 .then(|| vector(src, Role::AttnSubNorm, l, hp.q_dim()))
                 .transpose()?,
-            wo: single(src, Role::AttnOut, l, d, hp.q_dim())?,
-            ffn_norm: vector(src, Role::FfnNorm, l, d)?,
-            gate_up,
-            ffn_sub_norm: sub_norms
+            vector(src, Role::FfnNorm, l, d)?,
+            sub_norms
                 .then(|| vector(src, Role::FfnSubNorm, l, hp.n_ff))
                 .transpose()?,
-            down: single(src, Role::FfnDown, l, d, hp.n_ff)?,
+        ));
+    }
+    let jobs: Vec<Job> = (0..hp.n_layer)
+        .flat_map(|layer| {
+            [
+                Job {
+                    layer,
+                    parts: vec![
+                        (Role::AttnQ, hp.q_dim()),
+                        (Role::AttnK, hp.kv_dim()),
+                        (Role::AttnV, hp.kv_dim()),
+                    ],
+                    cols: d,
+                },
+                Job {
+                    layer,
+                    parts: vec![(Role::AttnOut, d)],
+                    cols: hp.q_dim(),
+                },
+                Job {
+                    layer,
+                    parts: vec![(Role::FfnGate, hp.n_ff), (Role::FfnUp, hp.n_ff)],
+                    cols: d,
+                },
+                Job {
+                    layer,
+                    parts: vec![(Role::FfnDown, d)],
+                    cols: hp.n_ff,
+                },
+            ]
+        })
+        .collect();
+    let buffers = Buffers::default();
+    let mut mats = jobs
+        .par_iter()
+        .with_max_len(1)
+        .map(|job| build_matrix(src, job, &buffers))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter();
+    let mut layers = Vec::with_capacity(hp.n_layer);
+    for (attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm) in norms {
+        let mut next = || mats.next().expect("four matrices per layer");
+        let (qkv, wo, gate_up, down) = (next(), next(), next(), next());
+        layers.push(LayerWeights {
+            attn_norm,
+            qkv,
+            attn_sub_norm,
+            wo,
+            ffn_norm,
+            gate_up,
+            ffn_sub_norm,
+            down,
         });
     }
     let rope_freq_factors = src.rope_freq_factors()?;
-    if let Some(f) = &rope_freq_factors {
-        if f.len() != hp.rope_dim / 2 || f.iter().any(|v| !v.is_finite() || *v <= 0.0) {
-            return Err(Error::TensorData {
-                file: src.file().to_string(),
-                tensor: "rope_freqs.weight".into(),
-                reason: format!("expected {} positive factors", hp.rope_dim / 2),
-            });
-        }
+    if let Some(f) = &rope_freq_factors
+        && (f.len() != hp.rope_dim / 2 || f.iter().any(|v| !v.is_finite() || *v <= 0.0))
+    {
+        return Err(Error::TensorData {
+            file: src.file().to_string(),
+            tensor: "rope_freqs.weight".into(),
+            reason: format!("expected {} positive factors", hp.rope_dim / 2),
+        });
     }
     Ok(Weights {
         token_embd,

@@ -37,7 +37,15 @@ pub(crate) fn ternarize(values: &[f32]) -> (Vec<i8>, f32, ScaleRule) {
     if m > 0.0 && values.iter().all(|&v| v == 0.0 || v.abs() == m) {
         let t = values
             .iter()
-            .map(|&v| if v == 0.0 { 0 } else if v > 0.0 { 1 } else { -1 })
+            .map(|&v| {
+                if v == 0.0 {
+                    0
+                } else if v > 0.0 {
+                    1
+                } else {
+                    -1
+                }
+            })
             .collect();
         return (t, m, ScaleRule::Multiply);
     }
@@ -49,6 +57,64 @@ pub(crate) fn ternarize(values: &[f32]) -> (Vec<i8>, f32, ScaleRule) {
         .map(|&v| (v * s).round_ties_even().clamp(-1.0, 1.0) as i8)
         .collect();
     (t, s, ScaleRule::Divide)
+}
+
+/// How a file stored a multiplier scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoredAs {
+    /// An f32 (I2_S, TL1, TL2 tails).
+    F32,
+    /// An f16 (TQ1_0 / TQ2_0 block `d`).
+    F16,
+}
+
+/// The bf16 `weight_scale` a file's multiplier `s` was made from, if any.
+///
+/// Converters write `s = 1 / weight_scale` of a Hugging Face `bitlinear`
+/// checkpoint, whose `weight_scale` is a bf16 number, rounded to the file's
+/// precision. Distinct bf16 numbers have distinct reciprocals at f32 and f16
+/// precision, so when some bf16 `w` satisfies `round(1 / w) == s` it is the
+/// original, and computing `acc / (w · s_x)` reproduces the checkpoint's
+/// arithmetic bit for bit (and undoes the f16 rounding of TQ files) where
+/// `acc / s_x · s` would differ by an ulp now and then.
+pub(crate) fn bf16_divisor(s: f32, stored: StoredAs) -> Option<f32> {
+    if !(s.is_finite() && s > 0.0) {
+        return None;
+    }
+    let guess = half::bf16::from_f64(1.0 / f64::from(s)).to_bits();
+    (guess.saturating_sub(2)..=guess.saturating_add(2))
+        .map(|b| half::bf16::from_bits(b).to_f32())
+        .find(|&w| {
+            let r = 1.0f32 / w;
+            w.is_finite()
+                && w > 0.0
+                && match stored {
+                    StoredAs::F32 => r == s,
+                    StoredAs::F16 => half::f16::from_f32(r).to_f32() == s,
+                }
+        })
+}
+
+/// Rewrites per-row multipliers as the bf16 divisors they came from when
+/// every row has one (see [`bf16_divisor`]); otherwise leaves them.
+pub(crate) fn prefer_divisors(scales: &mut [f32], rule: &mut ScaleRule, stored: StoredAs) {
+    if *rule != ScaleRule::Multiply {
+        return;
+    }
+    let mut divisors = Vec::with_capacity(scales.len());
+    for &s in scales.iter() {
+        match divisors.last() {
+            Some(&(prev, w)) if prev == s => divisors.push((s, w)),
+            _ => match bf16_divisor(s, stored) {
+                Some(w) => divisors.push((s, w)),
+                None => return,
+            },
+        }
+    }
+    for (dst, (_, w)) in scales.iter_mut().zip(divisors) {
+        *dst = w;
+    }
+    *rule = ScaleRule::Divide;
 }
 
 #[cfg(test)]
@@ -67,6 +133,27 @@ mod tests {
     fn exact_ternary_floats_keep_their_scale() {
         let (t, s, rule) = ternarize(&[0.5, -0.5, 0.0, 0.5]);
         assert_eq!((t, s, rule), (vec![1, -1, 0, 1], 0.5, ScaleRule::Multiply));
+    }
+
+    #[test]
+    fn bf16_divisors_are_recovered_exactly() {
+        for bits in (0x3f00u16..0x4200).step_by(7) {
+            let w = half::bf16::from_bits(bits).to_f32();
+            let s = 1.0f32 / w;
+            assert_eq!(bf16_divisor(s, StoredAs::F32), Some(w), "{w}");
+            let d = half::f16::from_f32(s).to_f32();
+            assert_eq!(bf16_divisor(d, StoredAs::F16), Some(w), "{w} via f16");
+        }
+        // Not the reciprocal of any bf16 number: left alone.
+        let s = 1.0f32 / 1.234_567;
+        assert_eq!(bf16_divisor(s, StoredAs::F32), None);
+        let mut scales = vec![s; 3];
+        let mut rule = ScaleRule::Multiply;
+        prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
+        assert_eq!((scales[0], rule), (s, ScaleRule::Multiply));
+        let mut scales = vec![1.0f32 / 11.8125; 3];
+        prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
+        assert_eq!((scales, rule), (vec![11.8125; 3], ScaleRule::Divide));
     }
 
     #[test]
