@@ -38,11 +38,7 @@ pub fn convert(location: &ModelLocation, opts: &ConvertOptions) -> Result<GgufWr
             c
         }
         ModelLocation::Builtin => {
-            let tokenizer = Tokenizer::from_hf_parts(
-                crate::builtin::TOKENIZER,
-                Some(crate::builtin::TOKENIZER_CONFIG),
-                Some(crate::builtin::GENERATION_CONFIG),
-            )?;
+            let tokenizer = crate::builtin::tokenizer()?;
             let vocab = tokenizer.to_gguf_vocab(crate::builtin::TOKENIZER)?;
             let mut c = convert::from_hf(crate::builtin::checkpoint(), opts)?;
             write_vocab(&vocab, c.metadata_mut());

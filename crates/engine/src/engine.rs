@@ -184,11 +184,7 @@ pub fn load_model(
             (model, tokenizer, dir.display().to_string())
         }
         ModelLocation::Builtin => {
-            let tokenizer = Tokenizer::from_hf_parts(
-                crate::builtin::TOKENIZER,
-                Some(crate::builtin::TOKENIZER_CONFIG),
-                Some(crate::builtin::GENERATION_CONFIG),
-            )?;
+            let tokenizer = crate::builtin::tokenizer()?;
             let model = Model::from_hf(crate::builtin::checkpoint(), load)?;
             (model, tokenizer, crate::builtin::NAME.to_string())
         }

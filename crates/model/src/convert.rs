@@ -141,25 +141,7 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
         md.insert(key("attention.layer_norm_rms_epsilon"), Value::F32(hp.rms_eps));
         md.insert(key("rope.freq_base"), Value::F32(hp.rope_theta));
     }
-    let gguf_name = |role: Role, l: usize| {
-        let blk = |s: &str| format!("blk.{l}.{s}.weight");
-        match role {
-            Role::TokenEmbd => "token_embd.weight".to_string(),
-            Role::OutputNorm => "output_norm.weight".into(),
-            Role::Output => "output.weight".into(),
-            Role::AttnNorm => blk("attn_norm"),
-            Role::AttnQ => blk("attn_q"),
-            Role::AttnK => blk("attn_k"),
-            Role::AttnV => blk("attn_v"),
-            Role::AttnOut => blk("attn_output"),
-            Role::AttnSubNorm => blk("attn_sub_norm"),
-            Role::FfnNorm => blk("ffn_norm"),
-            Role::FfnGate => blk("ffn_gate"),
-            Role::FfnUp => blk("ffn_up"),
-            Role::FfnDown => blk("ffn_down"),
-            Role::FfnSubNorm => blk("ffn_sub_norm"),
-        }
-    };
+    let gguf_name = load::gguf::tensor_name;
     let file = src.file().to_string();
     let dense_out = |w: &mut GgufWriter, role: Role, ty: DenseType| -> Result<()> {
         let name = src.name(role, 0);

@@ -172,23 +172,7 @@ impl TensorSource for GgufSource {
     }
 
     fn name(&self, role: Role, l: usize) -> String {
-        let blk = |s: &str| format!("blk.{l}.{s}.weight");
-        match role {
-            Role::TokenEmbd => "token_embd.weight".into(),
-            Role::OutputNorm => "output_norm.weight".into(),
-            Role::Output => "output.weight".into(),
-            Role::AttnNorm => blk("attn_norm"),
-            Role::AttnQ => blk("attn_q"),
-            Role::AttnK => blk("attn_k"),
-            Role::AttnV => blk("attn_v"),
-            Role::AttnOut => blk("attn_output"),
-            Role::AttnSubNorm => blk("attn_sub_norm"),
-            Role::FfnNorm => blk("ffn_norm"),
-            Role::FfnGate => blk("ffn_gate"),
-            Role::FfnUp => blk("ffn_up"),
-            Role::FfnDown => blk("ffn_down"),
-            Role::FfnSubNorm => blk("ffn_sub_norm"),
-        }
+        tensor_name(role, l)
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
@@ -304,6 +288,27 @@ impl TensorSource for GgufSource {
             None => Ok(None),
             Some(t) => Ok(Some(self.floats(t, "RoPE frequency factors")?)),
         }
+    }
+}
+
+/// The GGUF name of the tensor with `role` in block `l` (llama.cpp's names).
+pub(crate) fn tensor_name(role: Role, l: usize) -> String {
+    let blk = |s: &str| format!("blk.{l}.{s}.weight");
+    match role {
+        Role::TokenEmbd => "token_embd.weight".into(),
+        Role::OutputNorm => "output_norm.weight".into(),
+        Role::Output => "output.weight".into(),
+        Role::AttnNorm => blk("attn_norm"),
+        Role::AttnQ => blk("attn_q"),
+        Role::AttnK => blk("attn_k"),
+        Role::AttnV => blk("attn_v"),
+        Role::AttnOut => blk("attn_output"),
+        Role::AttnSubNorm => blk("attn_sub_norm"),
+        Role::FfnNorm => blk("ffn_norm"),
+        Role::FfnGate => blk("ffn_gate"),
+        Role::FfnUp => blk("ffn_up"),
+        Role::FfnDown => blk("ffn_down"),
+        Role::FfnSubNorm => blk("ffn_sub_norm"),
     }
 }
 
