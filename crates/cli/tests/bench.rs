@@ -15,8 +15,14 @@ fn json_output_has_llama_bench_fields() {
     let tests = v.as_array().expect("a JSON array");
     assert_eq!(tests.len(), 2);
     let (pp, tg) = (&tests[0], &tests[1]);
-    assert_eq!((pp["n_prompt"].as_u64(), pp["n_gen"].as_u64()), (Some(8), Some(0)));
-    assert_eq!((tg["n_prompt"].as_u64(), tg["n_gen"].as_u64()), (Some(0), Some(4)));
+    assert_eq!(
+        (pp["n_prompt"].as_u64(), pp["n_gen"].as_u64()),
+        (Some(8), Some(0))
+    );
+    assert_eq!(
+        (tg["n_prompt"].as_u64(), tg["n_gen"].as_u64()),
+        (Some(0), Some(4))
+    );
     for t in tests {
         assert_eq!(t["n_threads"].as_u64(), Some(1));
         for key in ["model_size", "model_n_params", "peak_rss_bytes"] {
@@ -36,9 +42,9 @@ fn json_output_has_llama_bench_fields() {
 
 #[test]
 fn markdown_table_and_kernel_knob() {
-    let out = ok(bitnet()
-        .env("BITNET_KERNEL", "scalar")
-        .args(["bench", "-m", "builtin", "-p", "4", "-n", "2", "-r", "1", "-t", "1,2"]));
+    let out = ok(bitnet().env("BITNET_KERNEL", "scalar").args([
+        "bench", "-m", "builtin", "-p", "4", "-n", "2", "-r", "1", "-t", "1,2",
+    ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].contains("model") && lines[0].contains("t/s") && lines[0].contains("threads"));
@@ -50,7 +56,10 @@ fn markdown_table_and_kernel_knob() {
 
 #[test]
 fn bad_arguments_are_refused() {
-    fails_with(bitnet().args(["bench", "--shape", "7q"]), &["unknown shape", "2b4t"]);
+    fails_with(
+        bitnet().args(["bench", "--shape", "7q"]),
+        &["unknown shape", "2b4t"],
+    );
     fails_with(
         bitnet().args(["bench", "--shape", "2b4t", "--head-type", "q4_0"]),
         &["head type"],
@@ -58,7 +67,15 @@ fn bad_arguments_are_refused() {
     // 100B parameters with a 64k-token f32 KV cache need far more than any
     // test machine has: refused before anything is built.
     fails_with(
-        bitnet().args(["bench", "--shape", "100b", "-p", "65536", "--kv-type", "f32"]),
+        bitnet().args([
+            "bench",
+            "--shape",
+            "100b",
+            "-p",
+            "65536",
+            "--kv-type",
+            "f32",
+        ]),
         &["100b", "GiB", "available"],
     );
 }

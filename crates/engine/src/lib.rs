@@ -13,14 +13,19 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod builtin;
+pub mod convert;
 mod engine;
 mod error;
 pub mod resolve;
 mod sequence;
 mod stop;
 
-pub use engine::{Engine, EngineOptions, Generation, Perplexity, Timings, gguf_vocab, load_model, negative_log_likelihood};
+pub use engine::{
+    Engine, EngineOptions, Generation, Perplexity, Session, Timings, gguf_vocab, load_model,
+    negative_log_likelihood,
+};
 pub use error::{Error, Result};
 pub use resolve::{ModelLocation, Resolved};
 pub use sequence::{GenerationParams, SequenceState, Step, StopReason};

@@ -95,7 +95,12 @@ fn prompt_128(bencher: Bencher, threads: usize) {
     bencher.bench_local(|| {
         cache.clear();
         model
-            .forward(&pool, &batch, std::slice::from_mut(&mut cache), &mut scratch)
+            .forward(
+                &pool,
+                &batch,
+                std::slice::from_mut(&mut cache),
+                &mut scratch,
+            )
             .expect("prompt")
             .len()
     });

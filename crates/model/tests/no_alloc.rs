@@ -76,8 +76,15 @@ fn decoding_does_not_allocate() {
             // The scalar reference of the dense head product allocates its
             // per-token accumulators on each call (kernel crate); every
             // SIMD level and all of the model's own code allocate nothing.
-            let allowed = if model.kernels().isa() == Isa::Scalar { 16 * threads } else { 0 };
-            assert!(n <= allowed, "{n} allocations in 16 decode steps ({kv:?}, {threads} threads)");
+            let allowed = if model.kernels().isa() == Isa::Scalar {
+                16 * threads
+            } else {
+                0
+            };
+            assert!(
+                n <= allowed,
+                "{n} allocations in 16 decode steps ({kv:?}, {threads} threads)"
+            );
         }
     }
 }

@@ -1,0 +1,607 @@
+//! Throughput benchmarks measured the way `llama-bench` measures them.
+//!
+//! Each test runs on a fresh (cleared) KV cache and is timed from the first
+//! forward pass to the last:
+//!
+//! * **ppN** (prompt processing): N random tokens in batches of up to
+//!   `n_batch` (one batch by default), logits only for the last token;
+//!   tokens/s = N / time.
+//! * **tgN** (text generation): N random tokens decoded one at a time, each
+//!   with logits, at positions 0..N; tokens/s = N / time. No sampling is
+//!   timed, as in llama-bench.
+//!
+//! Before its repetitions each test runs once untimed (a tgN test warms up
+//! with a single token, like llama-bench), so page faults and cold caches
+//! stay out of the numbers. The result of a test is the mean and sample
+//! standard deviation of the per-repetition tokens/s, with llama-bench's JSON
+//! field names (`n_prompt`, `n_gen`, `n_threads`, `avg_ts`, `stddev_ts`,
+//! `model_size`, `model_n_params`, `samples_ts`, ...) plus what matters for
+//! a ternary engine: the kernel level that ran and the process's peak
+//! resident memory.
+//!
+//! Models come from a file (anything `-m` accepts) or from a built-in shape
+//! filled with random weights ([`bitnet_model::random`]); a shape is checked
+//! against the memory the machine has *before* it is built, and refused with
+//! the sizes when it cannot fit.
+
+use std::time::{Duration, Instant};
+
+use bitnet_kernels::{DenseType, Kernels};
+use bitnet_model::random::{MemoryEstimate, RandomOptions, Shape};
+use bitnet_model::{BatchToken, KvCache, KvType, LoadOptions, Model, Scratch};
+use bitnet_sampling::Rng;
+use bitnet_threads::ThreadPool;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::resolve::ModelLocation;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Prompt lengths (one ppN test each; 0 = none).
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths (one tgN test each; 0 = none).
+    pub n_gen: Vec<usize>,
+    /// Thread counts (every test runs with each).
+    pub threads: Vec<usize>,
+    /// Timed repetitions per test.
+    pub reps: usize,
+    /// Most tokens per forward pass while processing a prompt.
+    pub n_batch: usize,
+    /// KV cache precision.
+    pub kv_type: KvType,
+    /// Seed of the random tokens.
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            n_prompt: vec![512],
+            n_gen: vec![128],
+            threads: vec![bitnet_threads::available_cpus()],
+            reps: 5,
+            n_batch: 512,
+            kv_type: KvType::F16,
+            seed: 42,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Positions the longest test needs.
+    pub fn max_ctx(&self) -> usize {
+        let p = self.n_prompt.iter().copied().max().unwrap_or(0);
+        let n = self.n_gen.iter().copied().max().unwrap_or(0);
+        p.max(n).max(1)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |name, reason: &str| {
+            Err(Error::InvalidArgument {
+                name,
+                reason: reason.into(),
+            })
+        };
+        if self.reps == 0 {
+            return bad("repetitions", "must be at least 1");
+        }
+        if self.n_batch == 0 {
+            return bad("batch size", "must be at least 1");
+        }
+        if self.threads.is_empty() || self.threads.contains(&0) {
+            return bad("threads", "give one or more thread counts of at least 1");
+        }
+        if self.n_prompt.iter().chain(&self.n_gen).all(|&n| n == 0) {
+            return bad("tests", "nothing to measure: every -p and -n value is 0");
+        }
+        Ok(())
+    }
+}
+
+/// One measured test, in llama-bench's JSON vocabulary.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    /// Model description (architecture, parameters, head format).
+    pub model_type: String,
+    /// Bytes of the weights as they sit in memory.
+    pub model_size: u64,
+    /// Parameters.
+    pub model_n_params: u64,
+    /// Kernel level that ran (`scalar`, `avx2`, `avx512`).
+    pub kernel: String,
+    /// Threads.
+    pub n_threads: usize,
+    /// Most tokens per forward pass.
+    pub n_batch: usize,
+    /// KV cache precision.
+    pub type_kv: String,
+    /// Prompt tokens (ppN), else 0.
+    pub n_prompt: usize,
+    /// Generated tokens (tgN), else 0.
+    pub n_gen: usize,
+    /// `ppN` or `tgN`.
+    pub test: String,
+    /// Mean time per repetition, ns.
+    pub avg_ns: u64,
+    /// Sample standard deviation of the times, ns.
+    pub stddev_ns: u64,
+    /// Mean tokens/s over the repetitions.
+    pub avg_ts: f64,
+    /// Sample standard deviation of tokens/s.
+    pub stddev_ts: f64,
+    /// Time of each repetition, ns.
+    pub samples_ns: Vec<u64>,
+    /// Tokens/s of each repetition.
+    pub samples_ts: Vec<f64>,
+    /// Peak resident memory of the process so far (VmHWM), bytes; 0 where
+    /// the OS does not say.
+    pub peak_rss_bytes: u64,
+}
+
+/// A model ready to benchmark, with what the report says about it.
+pub struct BenchModel {
+    /// The model.
+    pub model: Model,
+    /// Description for the `model` column.
+    pub model_type: String,
+    /// How long building or loading took.
+    pub load_time: Duration,
+}
+
+fn gib(b: usize) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// Bytes the OS says are available (`MemAvailable`), where it says.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Peak resident memory of this process (`VmHWM`), where the OS reports it.
+pub fn peak_rss() -> Option<u64> {
+    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+/// Current resident memory of this process (`VmRSS`).
+pub fn current_rss() -> Option<u64> {
+    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+fn proc_status_kb(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Parses a head type name (`f16`, `q8_0`, `q6_k`, `bf16`, `f32`).
+pub fn parse_head_type(s: &str) -> Option<DenseType> {
+    match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+        "f16" => Some(DenseType::F16),
+        "q8_0" | "q8" => Some(DenseType::Q8_0),
+        "q6_k" | "q6k" => Some(DenseType::Q6K),
+        "bf16" => Some(DenseType::BF16),
+        "f32" => Some(DenseType::F32),
+        _ => None,
+    }
+}
+
+/// Memory `shape` needs for `opts` and how many matrices may be built at
+/// once, or an error with the sizes when the machine does not have it
+/// (checked against `MemAvailable` less 10 % and 512 MiB, which the page
+/// cache and the rest of the system keep). Building one matrix at a time is tried before refusing.
+pub fn check_shape_fits(
+    shape: Shape,
+    head: DenseType,
+    opts: &BenchOptions,
+) -> Result<(MemoryEstimate, usize)> {
+    let hp = shape.hparams();
+    let cpus = bitnet_threads::available_cpus();
+    let batch = opts.n_batch.min(opts.max_ctx());
+    let estimate =
+        |build| MemoryEstimate::new(&hp, head, opts.max_ctx(), opts.kv_type, batch, build);
+    let Some(avail) = available_memory() else {
+        return Ok((estimate(cpus), cpus));
+    };
+    let usable = (avail as f64 * 0.9) as usize - (512usize << 20).min(avail as usize / 2);
+    for build in [cpus, 1] {
+        let est = estimate(build);
+        if est.peak() <= usable {
+            return Ok((est, build));
+        }
+    }
+    let est = estimate(1);
+    Err(Error::InvalidArgument {
+        name: "shape",
+        reason: format!(
+            "`{}` needs about {} (ternary weights {} + {} embedding/head {} + KV cache {} + buffers {} + {} while building) \
+             but only {} of the {} available here may be used (10 % + 0.5 GiB stay for the system); \
+             try a smaller shape, --head-type q6_k, --kv-type q8, or fewer/shorter tests",
+            shape.name(),
+            gib(est.peak()),
+            gib(est.ternary),
+            head.name(),
+            gib(est.dense),
+            gib(est.kv_cache),
+            gib(est.scratch + est.norms),
+            gib(est.build),
+            gib(usable),
+            gib(avail as usize),
+        ),
+    })
+}
+
+fn human_bytes(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn human_params(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2}B", n as f64 / 1e9)
+    } else {
+        format!("{:.0}M", n as f64 / 1e6)
+    }
+}
+
+fn describe(model: &Model, what: &str) -> String {
+    format!(
+        "{} {} {} head{}",
+        model.hparams().arch.gguf_name(),
+        human_params(model.n_params()),
+        model.weights().head().ty.name(),
+        what
+    )
+}
+
+/// Builds `shape` with random weights after checking that it fits.
+pub fn build_shape(
+    shape: Shape,
+    head: DenseType,
+    seed: u64,
+    kernels: &'static Kernels,
+    opts: &BenchOptions,
+) -> Result<BenchModel> {
+    let (_, parallel_matrices) = check_shape_fits(shape, head, opts)?;
+    let t = Instant::now();
+    let model = Model::random(
+        &shape.hparams(),
+        &RandomOptions {
+            seed,
+            head_type: head,
+            kernels,
+            parallel_matrices,
+        },
+    )?;
+    let load_time = t.elapsed();
+    let model_type = describe(&model, &format!(" (random {})", shape.name()));
+    Ok(BenchModel {
+        model,
+        model_type,
+        load_time,
+    })
+}
+
+/// Loads a model file (GGUF, Hugging Face directory or the built-in demo).
+pub fn load_location(location: &ModelLocation, kernels: &'static Kernels) -> Result<BenchModel> {
+    let t = Instant::now();
+    let load = LoadOptions {
+        kernels,
+        ..LoadOptions::default()
+    };
+    // A benchmark needs no tokenizer: GGUF files and directories load the
+    // model alone.
+    let model = match location {
+        ModelLocation::Gguf(path) | ModelLocation::HfDir(path) => Model::load(path, &load)?,
+        ModelLocation::Builtin => crate::engine::load_model(location, &load)?.0,
+    };
+    let load_time = t.elapsed();
+    let model_type = describe(&model, "");
+    Ok(BenchModel {
+        model,
+        model_type,
+        load_time,
+    })
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+struct Runner<'a> {
+    model: &'a Model,
+    pool: ThreadPool,
+    cache: KvCache,
+    scratch: Scratch,
+    batch: Vec<BatchToken>,
+    rng: Rng,
+}
+
+impl Runner<'_> {
+    fn token(&mut self) -> u32 {
+        (self.rng.next_u64() % self.model.hparams().n_vocab as u64) as u32
+    }
+
+    /// Processes an `n`-token prompt from an empty cache.
+    fn prompt(&mut self, n: usize, n_batch: usize) -> Result<Duration> {
+        self.cache.clear();
+        let t = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let m = n_batch.min(n - done);
+            self.batch.clear();
+            for i in 0..m {
+                let token = self.token();
+                self.batch.push(BatchToken {
+                    seq: 0,
+                    token,
+                    logits: done + i + 1 == n,
+                });
+            }
+            self.model.forward(
+                &self.pool,
+                &self.batch,
+                std::slice::from_mut(&mut self.cache),
+                &mut self.scratch,
+            )?;
+            done += m;
+        }
+        Ok(t.elapsed())
+    }
+
+    /// Decodes `n` tokens one at a time from an empty cache.
+    fn generate(&mut self, n: usize) -> Result<Duration> {
+        self.cache.clear();
+        let t = Instant::now();
+        for _ in 0..n {
+            let token = self.token();
+            let b = [BatchToken {
+                seq: 0,
+                token,
+                logits: true,
+            }];
+            self.model.forward(
+                &self.pool,
+                &b,
+                std::slice::from_mut(&mut self.cache),
+                &mut self.scratch,
+            )?;
+        }
+        Ok(t.elapsed())
+    }
+}
+
+/// Runs every test of `opts` on `bm` (for each thread count: the pp tests,
+/// then the tg tests, as llama-bench orders them), calling `on_result` as
+/// each finishes.
+pub fn run(
+    bm: &BenchModel,
+    opts: &BenchOptions,
+    on_result: &mut dyn FnMut(&BenchResult),
+) -> Result<Vec<BenchResult>> {
+    opts.check()?;
+    let model = &bm.model;
+    let mut cache = Some(model.new_cache(opts.max_ctx(), opts.kv_type));
+    let mut scratch = Some(Scratch::new());
+    let mut results = Vec::new();
+    for &threads in &opts.threads {
+        let mut r = Runner {
+            model,
+            pool: ThreadPool::new(threads),
+            cache: cache
+                .take()
+                .expect("cache is returned after each thread count"),
+            scratch: scratch
+                .take()
+                .expect("scratch is returned after each thread count"),
+            batch: Vec::with_capacity(opts.n_batch),
+            rng: Rng::new(opts.seed),
+        };
+        let tests = opts
+            .n_prompt
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| (n, 0))
+            .chain(opts.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
+        for (n_prompt, n_gen) in tests {
+            // Warm-up, untimed.
+            if n_prompt > 0 {
+                r.prompt(n_prompt, opts.n_batch)?;
+            } else {
+                r.generate(1)?;
+            }
+            let mut samples_ns = Vec::with_capacity(opts.reps);
+            for _ in 0..opts.reps {
+                let t = if n_prompt > 0 {
+                    r.prompt(n_prompt, opts.n_batch)?
+                } else {
+                    r.generate(n_gen)?
+                };
+                samples_ns.push(t.as_nanos().max(1) as u64);
+            }
+            let n_tokens = (n_prompt + n_gen) as f64;
+            let samples_ts: Vec<f64> = samples_ns
+                .iter()
+                .map(|&ns| n_tokens * 1e9 / ns as f64)
+                .collect();
+            let (avg_ts, stddev_ts) = mean_std(&samples_ts);
+            let ns: Vec<f64> = samples_ns.iter().map(|&v| v as f64).collect();
+            let (avg_ns, stddev_ns) = mean_std(&ns);
+            let result = BenchResult {
+                model_type: bm.model_type.clone(),
+                model_size: model.weights().size_bytes() as u64,
+                model_n_params: model.n_params(),
+                kernel: model.kernels().isa().name().to_string(),
+                n_threads: threads,
+                n_batch: opts.n_batch,
+                type_kv: opts.kv_type.name().to_string(),
+                n_prompt,
+                n_gen,
+                test: if n_prompt > 0 {
+                    format!("pp{n_prompt}")
+                } else {
+                    format!("tg{n_gen}")
+                },
+                avg_ns: avg_ns as u64,
+                stddev_ns: stddev_ns as u64,
+                avg_ts,
+                stddev_ts,
+                samples_ns,
+                samples_ts,
+                peak_rss_bytes: peak_rss().unwrap_or(0),
+            };
+            on_result(&result);
+            results.push(result);
+        }
+        cache = Some(r.cache);
+        scratch = Some(r.scratch);
+    }
+    Ok(results)
+}
+
+/// Times one single-token forward pass from an empty cache: with a
+/// model that was just loaded, load time plus this is "time to first
+/// token" (it includes the page faults of a lazily mapped file).
+pub fn first_token(model: &Model, threads: usize, kv: KvType) -> Result<Duration> {
+    let pool = ThreadPool::new(threads);
+    let mut cache = model.new_cache(1, kv);
+    let mut scratch = Scratch::new();
+    let t = Instant::now();
+    model.forward(
+        &pool,
+        &[BatchToken {
+            seq: 0,
+            token: 0,
+            logits: true,
+        }],
+        std::slice::from_mut(&mut cache),
+        &mut scratch,
+    )?;
+    Ok(t.elapsed())
+}
+
+/// The markdown table's header (llama-bench's columns).
+pub fn table_header() -> String {
+    format!(
+        "| {:<40} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} |\n|{:-<42}|{:->12}|{:->10}|{:-<16}|{:->9}|{:->8}|{:->22}|",
+        "model",
+        "size",
+        "params",
+        "backend",
+        "threads",
+        "test",
+        "t/s",
+        ":",
+        ":",
+        ":",
+        ":",
+        ":",
+        ":",
+        ":"
+    )
+}
+
+/// One markdown row.
+pub fn table_row(r: &BenchResult) -> String {
+    format!(
+        "| {:<40} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} |",
+        r.model_type,
+        human_bytes(r.model_size),
+        human_params(r.model_n_params),
+        format!("CPU ({})", r.kernel),
+        r.n_threads,
+        r.test,
+        format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_model_json_has_llama_bench_fields() {
+        let kernels = Kernels::from_env().unwrap();
+        let bm = load_location(&ModelLocation::Builtin, kernels).unwrap();
+        let opts = BenchOptions {
+            n_prompt: vec![8],
+            n_gen: vec![4],
+            threads: vec![1, 2],
+            reps: 2,
+            ..BenchOptions::default()
+        };
+        let mut seen = 0;
+        let results = run(&bm, &opts, &mut |_| seen += 1).unwrap();
+        assert_eq!(seen, 4);
+        let json = serde_json::to_value(&results).unwrap();
+        let arr = json.as_array().unwrap();
+        assert_eq!(arr.len(), 4);
+        for (o, (test, threads)) in arr
+            .iter()
+            .zip([("pp8", 1), ("tg4", 1), ("pp8", 2), ("tg4", 2)])
+        {
+            assert_eq!(o["test"], test);
+            assert_eq!(o["n_threads"], threads);
+            for key in [
+                "n_prompt",
+                "n_gen",
+                "model_size",
+                "model_n_params",
+                "avg_ns",
+                "stddev_ns",
+                "peak_rss_bytes",
+            ] {
+                assert!(o[key].is_u64(), "{key}: {}", o[key]);
+            }
+            for key in ["avg_ts", "stddev_ts"] {
+                assert!(o[key].is_f64(), "{key}");
+            }
+            assert!(o["avg_ts"].as_f64().unwrap() > 0.0);
+            assert!(o["model_size"].as_u64().unwrap() > 0);
+            assert!(o["model_n_params"].as_u64().unwrap() > 4_000_000);
+            assert_eq!(o["samples_ts"].as_array().unwrap().len(), 2);
+            assert!(o["kernel"].is_string() && o["model_type"].is_string());
+        }
+        assert_eq!(arr[0]["n_prompt"], 8);
+        assert_eq!(arr[1]["n_gen"], 4);
+        assert!(table_row(&results[0]).contains("pp8"));
+    }
+
+    #[test]
+    fn huge_shapes_are_refused_with_sizes() {
+        let opts = BenchOptions::default();
+        if let Some(avail) = available_memory()
+            && avail < 100 << 30
+        {
+            let err = check_shape_fits(
+                Shape::B100,
+                DenseType::F16,
+                &BenchOptions {
+                    n_prompt: vec![4096],
+                    ..opts
+                },
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("100b") && err.contains("GiB") && err.contains("ternary"),
+                "{err}"
+            );
+        }
+        assert!(parse_head_type("Q6_K") == Some(DenseType::Q6K));
+    }
+}
