@@ -172,7 +172,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give a prompt with -p PROMPT or -f FILE"),
     };
     let (sampler, seed) = args.sampling.sampler()?;
+    let t_load = std::time::Instant::now();
     let engine = args.model.load()?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let (display, prompt) = prompt_tokens(&engine, &text, args.chat, args.system.as_deref())?;
     let params = GenerationParams {
         max_tokens: args.n_predict,
@@ -186,17 +188,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         write!(stdout, "{display}")?;
         stdout.flush()?;
     }
-    let mut on_text = |piece: &str| {
-        if !json {
-            let _ = write!(stdout, "{piece}");
-            let _ = stdout.flush();
-        }
-        true
+    let out = {
+        let mut on_text = |piece: &str| {
+            if !json {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            }
+            true
+        };
+        engine
+            .generate(&prompt, &params, args.logits_out.is_some(), &mut on_text)
+            .context("generation failed")?
     };
-    let out = engine
-        .generate(&prompt, &params, args.logits_out.is_some(), &mut on_text)
-        .context("generation failed")?;
-    drop(on_text);
     if let (Some(path), Some(logits)) = (&args.logits_out, &out.prompt_logits) {
         crate::npy::write_f32(path, logits)?;
     }
@@ -211,13 +214,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "text": out.text,
             "stop_reason": out.stop_reason,
             "seed": seed,
+            "load_ms": load_ms,
             "timings": t,
         });
         writeln!(stdout, "{out}")?;
     } else {
         writeln!(stdout)?;
         eprintln!(
-            "\nprompt: {} tokens in {:.1} ms ({:.1} tok/s) | generation: {} tokens in {:.1} ms ({:.1} tok/s) | kernel {} | {} threads",
+            "\nload: {load_ms:.0} ms | prompt: {} tokens in {:.1} ms ({:.1} tok/s) | generation: {} tokens in {:.1} ms ({:.1} tok/s) | kernel {} | {} threads",
             t.prompt_n,
             t.prompt_ms,
             t.prompt_per_second,

@@ -33,7 +33,10 @@ fn serve_answers_and_stops_on_sigterm() {
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    let health = http(&addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let health = http(
+        &addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let body = r#"{"prompt": "Permission is hereby granted, free of charge,", "max_tokens": 8}"#;
     let generated = http(
@@ -43,14 +46,23 @@ fn serve_answers_and_stops_on_sigterm() {
             body.len()
         ),
     );
-    assert!(generated.contains("to any person obtaining a copy"), "{generated}");
+    assert!(
+        generated.contains("to any person obtaining a copy"),
+        "{generated}"
+    );
     let bad = http(
         &addr,
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{oops",
     );
-    assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("\"error\""), "{bad}");
+    assert!(
+        bad.starts_with("HTTP/1.1 400") && bad.contains("\"error\""),
+        "{bad}"
+    );
     // Ask it to stop the way a service manager would.
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "server exit status {exit:?}");

@@ -34,7 +34,11 @@ impl AsRef<[u8]> for Static {
 
 /// The demo model's tokenizer.
 pub fn tokenizer() -> bitnet_tokenizer::Result<bitnet_tokenizer::Tokenizer> {
-    bitnet_tokenizer::Tokenizer::from_hf_parts(TOKENIZER, Some(TOKENIZER_CONFIG), Some(GENERATION_CONFIG))
+    bitnet_tokenizer::Tokenizer::from_hf_parts(
+        TOKENIZER,
+        Some(TOKENIZER_CONFIG),
+        Some(GENERATION_CONFIG),
+    )
 }
 
 /// The demo checkpoint, read in place from the binary.

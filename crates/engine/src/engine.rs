@@ -172,16 +172,27 @@ pub fn load_model(
     load: &LoadOptions,
 ) -> Result<(Model, Tokenizer, String)> {
     Ok(match location {
+        // The tokenizer (a 128k-entry BPE takes a few hundred ms to build)
+        // is built on its own thread while the weights are repacked.
         ModelLocation::Gguf(path) => {
             let file = Arc::new(GgufFile::open(path)?);
-            let tokenizer = Tokenizer::from_gguf_vocab(&gguf_vocab(&file)?)?;
-            let model = Model::from_gguf(file, load)?;
-            (model, tokenizer, path.display().to_string())
+            let vocab = gguf_vocab(&file)?;
+            let (model, tokenizer) = std::thread::scope(|s| {
+                let tokenizer = s.spawn(|| Tokenizer::from_gguf_vocab(&vocab));
+                let model = Model::from_gguf(Arc::clone(&file), load);
+                (model, tokenizer.join())
+            });
+            let tokenizer = tokenizer.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            (model?, tokenizer, path.display().to_string())
         }
         ModelLocation::HfDir(dir) => {
-            let tokenizer = Tokenizer::from_hf_dir(dir)?;
-            let model = Model::load(dir, load)?;
-            (model, tokenizer, dir.display().to_string())
+            let (model, tokenizer) = std::thread::scope(|s| {
+                let tokenizer = s.spawn(|| Tokenizer::from_hf_dir(dir));
+                let model = Model::load(dir, load);
+                (model, tokenizer.join())
+            });
+            let tokenizer = tokenizer.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            (model?, tokenizer, dir.display().to_string())
         }
         ModelLocation::Builtin => {
             let tokenizer = crate::builtin::tokenizer()?;

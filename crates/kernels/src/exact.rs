@@ -51,6 +51,9 @@ pub fn activation_scale(amax: f32) -> f32 {
 /// four interleaved accumulators in levels of 16 (so that only similar
 /// magnitudes meet), the four are added, leftover scalars are summed, then the
 /// 8 lanes are added in order.
+// Indexed loops mirror PyTorch's kernel line by line, which is what makes the
+// order checkable.
+#[allow(clippy::needless_range_loop)]
 pub fn cascade_sum(n: usize, load: impl Fn(usize) -> f32) -> f32 {
     const W: usize = 8;
     const LEVELS: usize = 4;
@@ -250,7 +253,9 @@ fn tree16(mut v: [f32; 16]) -> f32 {
 /// `row_len` is the reference's full row length (the sequence length); the
 /// masked entries past `x.len()` contribute exact zeros.
 pub fn softmax(x: &mut [f32], row_len: usize) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let max = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     for v in x.iter_mut() {
         *v = sleef_expf(*v - max);
     }
@@ -292,14 +297,20 @@ pub enum Accumulate {
 pub fn score_kind(len: usize, row: usize) -> Accumulate {
     match len {
         0..=2 => Accumulate::MulAdd,
-        3 => Accumulate::Lanes16 { two_acc: row % 2 == 0 },
+        3 => Accumulate::Lanes16 {
+            two_acc: row.is_multiple_of(2),
+        },
         _ => Accumulate::Fma,
     }
 }
 
 /// The kernel for `P·V` in a sequence of `len` tokens.
 pub fn output_kind(len: usize) -> Accumulate {
-    if len <= 2 { Accumulate::MulAdd } else { Accumulate::Fma }
+    if len <= 2 {
+        Accumulate::MulAdd
+    } else {
+        Accumulate::Fma
+    }
 }
 
 /// Whether the CPU has FMA instructions (checked once). `f32::mul_add` is
@@ -322,7 +333,9 @@ fn has_fma() -> bool {
 }
 
 fn dot_fma_portable(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0.0f32, |acc, (x, y)| x.mul_add(*y, acc))
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |acc, (x, y)| x.mul_add(*y, acc))
 }
 
 /// # Safety
@@ -377,7 +390,11 @@ pub fn score(a: &[f32], b: &[f32], kind: Accumulate) -> f32 {
             let mut v0 = [0f32; 16];
             let mut v1 = [0f32; 16];
             for (c, (ca, cb)) in a.chunks_exact(16).zip(b.chunks_exact(16)).enumerate() {
-                let v = if two_acc && c % 2 == 1 { &mut v1 } else { &mut v0 };
+                let v = if two_acc && c % 2 == 1 {
+                    &mut v1
+                } else {
+                    &mut v0
+                };
                 for l in 0..16 {
                     v[l] = ca[l].mul_add(cb[l], v[l]);
                 }
@@ -443,8 +460,14 @@ mod tests {
         for i in 0..10_000 {
             let x = i as f32 * 0.37;
             let (c, s) = (mkl_cos(x), mkl_sin(x));
-            assert!((f64::from(c) - f64::from(x).cos()).abs() <= f64::from(f32::EPSILON), "{x}");
-            assert!((f64::from(s) - f64::from(x).sin()).abs() <= f64::from(f32::EPSILON), "{x}");
+            assert!(
+                (f64::from(c) - f64::from(x).cos()).abs() <= f64::from(f32::EPSILON),
+                "{x}"
+            );
+            assert!(
+                (f64::from(s) - f64::from(x).sin()).abs() <= f64::from(f32::EPSILON),
+                "{x}"
+            );
         }
     }
 
@@ -483,7 +506,10 @@ mod tests {
     fn fma_chains_match_the_portable_definition() {
         let a: Vec<f32> = (0..100).map(|i| (i as f32 * 0.7).sin() * 3.0).collect();
         let b: Vec<f32> = (0..100).map(|i| (i as f32 * 0.2).cos()).collect();
-        assert_eq!(dot_fma(&a, &b).to_bits(), dot_fma_portable(&a, &b).to_bits());
+        assert_eq!(
+            dot_fma(&a, &b).to_bits(),
+            dot_fma_portable(&a, &b).to_bits()
+        );
         let (mut y1, mut y2) = (b.clone(), b.clone());
         axpy_fma(0.3, &a, &mut y1);
         axpy_fma_portable(0.3, &a, &mut y2);
@@ -494,9 +520,21 @@ mod tests {
     fn score_kinds() {
         let a: Vec<f32> = (0..64).map(|i| (i as f32 * 0.1).cos()).collect();
         let b: Vec<f32> = (0..64).map(|i| (i as f32 * 0.3).sin()).collect();
-        let exact: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-        for kind in [Accumulate::MulAdd, Accumulate::Fma, Accumulate::Lanes16 { two_acc: true }, Accumulate::Lanes16 { two_acc: false }] {
-            assert!((f64::from(score(&a, &b, kind)) - exact).abs() < 1e-5, "{kind:?}");
+        let exact: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        for kind in [
+            Accumulate::MulAdd,
+            Accumulate::Fma,
+            Accumulate::Lanes16 { two_acc: true },
+            Accumulate::Lanes16 { two_acc: false },
+        ] {
+            assert!(
+                (f64::from(score(&a, &b, kind)) - exact).abs() < 1e-5,
+                "{kind:?}"
+            );
         }
         assert_eq!(score_kind(2, 0), Accumulate::MulAdd);
         assert_eq!(score_kind(3, 1), Accumulate::Lanes16 { two_acc: false });

@@ -58,6 +58,19 @@ impl Isa {
             .unwrap_or(Isa::Scalar)
     }
 
+    /// Whether `BITNET_KERNEL` (read once) leaves AVX-512 code allowed: for
+    /// helpers outside the kernel table (packing) that must follow the knob.
+    pub(crate) fn from_env_allows_avx512() -> bool {
+        use std::sync::OnceLock;
+        static ALLOWED: OnceLock<bool> = OnceLock::new();
+        *ALLOWED.get_or_init(|| match std::env::var(crate::KERNEL_ENV) {
+            Ok(v) if !v.trim().is_empty() && v.trim() != "auto" => {
+                Isa::from_name(&v) == Some(Isa::Avx512)
+            }
+            _ => true,
+        })
+    }
+
     /// The levels this CPU supports, from the most portable.
     pub fn available() -> Vec<Isa> {
         Isa::ALL.into_iter().filter(|i| i.is_available()).collect()

@@ -48,9 +48,9 @@
 pub mod act;
 mod aligned;
 pub mod dense;
-pub mod exact;
 mod dispatch;
 mod error;
+pub mod exact;
 pub mod isa;
 pub mod ops;
 mod out;

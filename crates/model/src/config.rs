@@ -148,23 +148,38 @@ impl HParams {
         if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(bad(
                 "kv head count",
-                format!("{} query heads are not a multiple of {} kv heads", self.n_head, self.n_head_kv),
+                format!(
+                    "{} query heads are not a multiple of {} kv heads",
+                    self.n_head, self.n_head_kv
+                ),
             ));
         }
         if self.head_dim > 512 {
-            return Err(bad("head dim", format!("{} is larger than the supported 512", self.head_dim)));
+            return Err(bad(
+                "head dim",
+                format!("{} is larger than the supported 512", self.head_dim),
+            ));
         }
         if !self.head_dim.is_multiple_of(2) || self.rope_dim != self.head_dim {
             return Err(bad(
                 "rope dimension",
-                format!("rope dim {} must equal the (even) head dim {}", self.rope_dim, self.head_dim),
+                format!(
+                    "rope dim {} must equal the (even) head dim {}",
+                    self.rope_dim, self.head_dim
+                ),
             ));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
-            return Err(bad("rms eps", format!("{} is not a positive number", self.rms_eps)));
+            return Err(bad(
+                "rms eps",
+                format!("{} is not a positive number", self.rms_eps),
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(bad("rope theta", format!("{} is not a positive number", self.rope_theta)));
+            return Err(bad(
+                "rope theta",
+                format!("{} is not a positive number", self.rope_theta),
+            ));
         }
         Ok(())
     }

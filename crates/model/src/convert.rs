@@ -24,8 +24,8 @@ use bitnet_kernels::{DenseType, ScaleRule, dense};
 
 use crate::config::{Arch, HParams, RopeStyle};
 use crate::error::{Error, Result};
-use crate::load::{self, Role, TensorSource, Ternary};
 use crate::load::hf::{HfCheckpoint, HfSource};
+use crate::load::{self, Role, TensorSource, Ternary};
 
 /// How ternary projections are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,10 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
         md.insert(key("rope.dimension_count"), u32_value(hp.rope_dim));
         md.insert(key("attention.head_count"), u32_value(hp.n_head));
         md.insert(key("attention.head_count_kv"), u32_value(hp.n_head_kv));
-        md.insert(key("attention.layer_norm_rms_epsilon"), Value::F32(hp.rms_eps));
+        md.insert(
+            key("attention.layer_norm_rms_epsilon"),
+            Value::F32(hp.rms_eps),
+        );
         md.insert(key("rope.freq_base"), Value::F32(hp.rope_theta));
     }
     let gguf_name = load::gguf::tensor_name;
@@ -161,13 +164,23 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
             }
             out
         };
-        w.add_tensor(gguf_name(role, 0), vec![d.cols as u64, d.rows as u64], dense_ggml(ty), data)?;
+        w.add_tensor(
+            gguf_name(role, 0),
+            vec![d.cols as u64, d.rows as u64],
+            dense_ggml(ty),
+            data,
+        )?;
         Ok(())
     };
     let vector_out = |w: &mut GgufWriter, role: Role, l: usize| -> Result<()> {
         let v = src.vector(&src.name(role, l))?;
         let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        w.add_tensor(gguf_name(role, l), vec![v.len() as u64], GgmlType::F32, data)?;
+        w.add_tensor(
+            gguf_name(role, l),
+            vec![v.len() as u64],
+            GgmlType::F32,
+            data,
+        )?;
         Ok(())
     };
     let permute = hp.arch == Arch::Llama && hp.rope_style == RopeStyle::Neox;
@@ -180,7 +193,12 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
             permute_rows(&mut t, hp.n_head_kv);
         }
         let data = encode(&file, &name, &t, opts.ternary)?;
-        w.add_tensor(gguf_name(role, l), vec![t.cols as u64, t.rows as u64], opts.ternary.ggml(), data)?;
+        w.add_tensor(
+            gguf_name(role, l),
+            vec![t.cols as u64, t.rows as u64],
+            opts.ternary.ggml(),
+            data,
+        )?;
         Ok(())
     };
     dense_out(&mut w, Role::TokenEmbd, opts.embedding)?;
@@ -207,7 +225,12 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
     }
     if let Some(f) = src.rope_freq_factors()? {
         let data: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
-        w.add_tensor("rope_freqs.weight", vec![f.len() as u64], GgmlType::F32, data)?;
+        w.add_tensor(
+            "rope_freqs.weight",
+            vec![f.len() as u64],
+            GgmlType::F32,
+            data,
+        )?;
     }
     let mut hparams = hp.clone();
     if permute {
@@ -238,7 +261,8 @@ fn permute_rows(t: &mut Ternary, n_head: usize) {
             for j in 0..2 {
                 let new = h * hd + 2 * i + j;
                 let old = h * hd + j * (hd / 2) + i;
-                t.values[new * cols..(new + 1) * cols].copy_from_slice(&old_values[old * cols..(old + 1) * cols]);
+                t.values[new * cols..(new + 1) * cols]
+                    .copy_from_slice(&old_values[old * cols..(old + 1) * cols]);
                 t.scales[new] = old_scales[old];
             }
         }
@@ -264,18 +288,30 @@ fn encode(file: &str, name: &str, t: &Ternary, fmt: TernaryFormat) -> Result<Vec
     match fmt {
         TernaryFormat::I2S => {
             if !uniform {
-                return Err(err("I2_S holds one scale per tensor, but this tensor's rows have different scales".into()));
+                return Err(err(
+                    "I2_S holds one scale per tensor, but this tensor's rows have different scales"
+                        .into(),
+                ));
             }
             if !t.cols.is_multiple_of(128) {
-                return Err(err(format!("I2_S needs a multiple of 128 columns, this tensor has {}", t.cols)));
+                return Err(err(format!(
+                    "I2_S needs a multiple of 128 columns, this tensor has {}",
+                    t.cols
+                )));
             }
-            Ok(bitnet_gguf::ternary::encode_i2s(&t.values, t.rows, t.cols, scales[0])?)
+            Ok(bitnet_gguf::ternary::encode_i2s(
+                &t.values, t.rows, t.cols, scales[0],
+            )?)
         }
         TernaryFormat::TQ1_0 | TernaryFormat::TQ2_0 => {
             if !t.cols.is_multiple_of(bitnet_gguf::ternary::TQ_BLOCK) {
                 return Err(err(format!(
                     "{} needs a multiple of 256 columns, this tensor has {}; use I2_S",
-                    if fmt == TernaryFormat::TQ1_0 { "TQ1_0" } else { "TQ2_0" },
+                    if fmt == TernaryFormat::TQ1_0 {
+                        "TQ1_0"
+                    } else {
+                        "TQ2_0"
+                    },
                     t.cols
                 )));
             }

@@ -104,7 +104,9 @@ pub enum Error {
         vocab: usize,
     },
     /// A sequence would grow past its KV cache.
-    #[error("context is full: sequence {seq} needs position {position} but the context holds {capacity} tokens")]
+    #[error(
+        "context is full: sequence {seq} needs position {position} but the context holds {capacity} tokens"
+    )]
     ContextFull {
         /// Sequence index.
         seq: usize,

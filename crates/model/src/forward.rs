@@ -279,7 +279,10 @@ impl Model {
                         let cache = &caches[seq];
                         // The sequence's length once this batch is in: the
                         // reference's row length (see KvCache::attend).
-                        let seq_len = next.iter().find(|(s, _)| *s == seq).map_or(pos + 1, |(_, last)| last + 1);
+                        let seq_len = next
+                            .iter()
+                            .find(|(s, _)| *s == seq)
+                            .map_or(pos + 1, |(_, last)| last + 1);
                         // SAFETY: item (t, h) is claimed by exactly one thread,
                         // and row `item` of `attn` (t * n_head + h) belongs to it.
                         let o = unsafe { out.row(item) };

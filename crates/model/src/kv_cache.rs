@@ -94,7 +94,10 @@ impl KvCache {
         let n = rows * hp.head_dim;
         let store = || match ty {
             KvType::F32 => Store::F32(vec![0.0; n]),
-            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+            // Zeroed pages from the allocator (calloc), not written zeros:
+            // a 2B model's cache is hundreds of MB that the first tokens
+            // touch only a little of.
+            KvType::F16 => Store::F16(bytemuck::zeroed_vec(n)),
             KvType::Q8 => Store::Q8 {
                 q: vec![0; n],
                 scale: vec![0.0; rows],

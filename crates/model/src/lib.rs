@@ -39,8 +39,8 @@ pub mod weights;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use bitnet_gguf::ternary::TlTiling;
 use bitnet_gguf::GgufFile;
+pub use bitnet_gguf::ternary::TlTiling;
 use bitnet_kernels::Kernels;
 
 pub use config::{Arch, FfnAct, HParams, RopeStyle};
@@ -106,7 +106,9 @@ impl Model {
         let hparams = load::gguf::hparams(&file)?;
         let description = format!(
             "{} ({})",
-            file.path().map(|p| p.display().to_string()).unwrap_or_default(),
+            file.path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             file.architecture().unwrap_or("?")
         );
         let src = load::gguf::GgufSource::new(file, opts.tl_tiling.clone());
@@ -122,8 +124,14 @@ impl Model {
         Ok(Model::assemble(hparams, weights, opts, description))
     }
 
-    fn assemble(hparams: HParams, weights: Weights, opts: &LoadOptions, description: String) -> Model {
-        let mut inv_freq = bitnet_kernels::exact::rope_inv_freq(hparams.rope_dim, hparams.rope_theta);
+    fn assemble(
+        hparams: HParams,
+        weights: Weights,
+        opts: &LoadOptions,
+        description: String,
+    ) -> Model {
+        let mut inv_freq =
+            bitnet_kernels::exact::rope_inv_freq(hparams.rope_dim, hparams.rope_theta);
         if let Some(f) = &weights.rope_freq_factors {
             for (v, f) in inv_freq.iter_mut().zip(f) {
                 *v /= f;
@@ -169,7 +177,11 @@ impl Model {
         let per_layer = (hp.q_dim() + 2 * hp.kv_dim()) * hp.n_embd
             + hp.n_embd * hp.q_dim()
             + 3 * hp.n_ff * hp.n_embd;
-        let head = if hp.tied_embeddings { 0 } else { hp.n_vocab * hp.n_embd };
+        let head = if hp.tied_embeddings {
+            0
+        } else {
+            hp.n_vocab * hp.n_embd
+        };
         (hp.n_layer * per_layer + hp.n_vocab * hp.n_embd + head) as u64
     }
 }

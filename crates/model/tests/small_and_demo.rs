@@ -25,7 +25,12 @@ fn check_hidden(model_path: &Path, ref_dir: &Path, prompt: &str, exact: bool) {
     let model = load(model_path);
     let pool = ThreadPool::new(2);
     let manifest = read_json(&ref_dir.join("manifest.json"));
-    let p = manifest["prompts"].as_array().unwrap().iter().find(|p| p["name"] == prompt).unwrap();
+    let p = manifest["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == prompt)
+        .unwrap();
     let ids = ids(&p["input_ids"]);
     let (shape, hidden) = read_npy(&ref_dir.join(format!("{prompt}.hidden_states.npy")));
     let states = hidden_states(&model, &pool, &ids);
@@ -34,22 +39,47 @@ fn check_hidden(model_path: &Path, ref_dir: &Path, prompt: &str, exact: bool) {
     for (i, s) in states.iter().enumerate() {
         let r = &hidden[i * per..(i + 1) * per];
         let d = max_abs_diff(s, r);
-        let same = s.iter().zip(r).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
-        eprintln!("{}: hidden state {i}: {same}/{per} bit-identical, max |Δ| {d:e}", model_path.display());
+        let same = s
+            .iter()
+            .zip(r)
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        eprintln!(
+            "{}: hidden state {i}: {same}/{per} bit-identical, max |Δ| {d:e}",
+            model_path.display()
+        );
         if exact {
-            assert_eq!(same, per, "{}: hidden state {i} not bit-identical", model_path.display());
+            assert_eq!(
+                same,
+                per,
+                "{}: hidden state {i} not bit-identical",
+                model_path.display()
+            );
         }
-        assert!(d < 1e-4, "{}: hidden state {i}: max |Δ| {d}", model_path.display());
+        assert!(
+            d < 1e-4,
+            "{}: hidden state {i}: max |Δ| {d}",
+            model_path.display()
+        );
     }
     let (_, all) = read_npy(&ref_dir.join(format!("{prompt}.all_logits.npy")));
- let d = max_abs_diff(&all_logits(&model, &pool, &ids), &all);
-    assert!(d < 1e-4, "{}: all-position logits max |Δ| {d}", model_path.display());
+    let d = max_abs_diff(&all_logits(&model, &pool, &ids), &all);
+    assert!(
+        d < 1e-4,
+        "{}: all-position logits max |Δ| {d}",
+        model_path.display()
+    );
 }
 
 #[test]
 fn small_bitnet_hf() {
     let dir = repo_fixtures().join("small-bitnet");
-    check_all(&dir, &dir.join("reference"), Criteria::REFERENCE, "small/hf");
+    check_all(
+        &dir,
+        &dir.join("reference"),
+        Criteria::REFERENCE,
+        "small/hf",
+    );
     check_hidden(&dir, &dir.join("reference"), "fact", true);
 }
 
@@ -57,7 +87,12 @@ fn small_bitnet_hf() {
 fn small_bitnet_i2_s() {
     let dir = repo_fixtures().join("small-bitnet");
     let file = dir.join("gguf/small-bitnet-i2_s.gguf");
-    check_all(&file, &dir.join("reference"), Criteria::REFERENCE, "small/i2_s");
+    check_all(
+        &file,
+        &dir.join("reference"),
+        Criteria::REFERENCE,
+        "small/i2_s",
+    );
     check_hidden(&file, &dir.join("reference"), "fact", false);
 }
 
@@ -69,13 +104,23 @@ const TQ: Criteria<'static> = Criteria::REFERENCE;
 #[test]
 fn small_bitnet_tq2_0() {
     let dir = repo_fixtures().join("small-bitnet");
-    check_all(&dir.join("gguf/small-bitnet-tq2_0.gguf"), &dir.join("reference"), TQ, "small/tq2_0");
+    check_all(
+        &dir.join("gguf/small-bitnet-tq2_0.gguf"),
+        &dir.join("reference"),
+        TQ,
+        "small/tq2_0",
+    );
 }
 
 #[test]
 fn small_bitnet_tq1_0() {
     let dir = repo_fixtures().join("small-bitnet");
-    check_all(&dir.join("gguf/small-bitnet-tq1_0.gguf"), &dir.join("reference"), TQ, "small/tq1_0");
+    check_all(
+        &dir.join("gguf/small-bitnet-tq1_0.gguf"),
+        &dir.join("reference"),
+        TQ,
+        "small/tq1_0",
+    );
 }
 
 #[test]
@@ -88,5 +133,10 @@ fn demo_bitnet_hf() {
 #[test]
 fn demo_bitnet_i2_s() {
     let dir = repo_fixtures().join("demo-bitnet");
-    check_all(&dir.join("gguf/demo-bitnet-i2_s.gguf"), &dir.join("reference"), Criteria::REFERENCE, "demo/i2_s");
+    check_all(
+        &dir.join("gguf/demo-bitnet-i2_s.gguf"),
+        &dir.join("reference"),
+        Criteria::REFERENCE,
+        "demo/i2_s",
+    );
 }

@@ -8,7 +8,9 @@ use common::*;
 
 #[test]
 fn tiny_bitnet_matches_the_reference() {
-    let Some(shared) = shared_fixtures() else { return };
+    let Some(shared) = shared_fixtures() else {
+        return;
+    };
     let model = load(&shared.join("tiny-bitnet"));
     let pool = ThreadPool::new(2);
     let ref_dir = shared.join("reference");
@@ -20,12 +22,19 @@ fn tiny_bitnet_matches_the_reference() {
 
 #[test]
 fn tiny_bitnet_hidden_states_and_all_positions() {
-    let Some(shared) = shared_fixtures() else { return };
+    let Some(shared) = shared_fixtures() else {
+        return;
+    };
     let model = load(&shared.join("tiny-bitnet"));
     let pool = ThreadPool::new(2);
     let ref_dir = shared.join("reference");
     let manifest = read_json(&ref_dir.join("manifest.json"));
-    let short = manifest["prompts"].as_array().unwrap().iter().find(|p| p["name"] == "short").unwrap();
+    let short = manifest["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "short")
+        .unwrap();
     let ids = ids(&short["input_ids"]);
     let (shape, hidden) = read_npy(&ref_dir.join("short.hidden_states.npy"));
     let states = hidden_states(&model, &pool, &ids);
@@ -47,7 +56,9 @@ fn tiny_bitnet_hidden_states_and_all_positions() {
 
 #[test]
 fn bf16_master_variant_matches_its_reference() {
-    let Some(shared) = shared_fixtures() else { return };
+    let Some(shared) = shared_fixtures() else {
+        return;
+    };
     let model = load(&shared.join("tiny-bitnet-bf16"));
     let pool = ThreadPool::new(2);
     let ref_dir = shared.join("reference");

@@ -37,7 +37,8 @@ impl Tokenizer {
             .iter()
             .map(|m| match m {
                 Value::String(s) => Ok(s.clone()),
-                Value::Array(pair) if pair.len() == 2 => match (pair[0].as_str(), pair[1].as_str()) {
+                Value::Array(pair) if pair.len() == 2 => match (pair[0].as_str(), pair[1].as_str())
+                {
                     (Some(a), Some(b)) => Ok(format!("{a} {b}")),
                     _ => Err(invalid("model.merges", "a pair is not two strings".into())),
                 },

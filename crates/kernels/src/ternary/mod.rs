@@ -135,6 +135,8 @@
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod pack_avx512;
 pub(crate) mod scalar;
 
 use std::cell::RefCell;
@@ -219,31 +221,29 @@ impl TernaryMatrix {
                 found: scales.len().to_string(),
             });
         }
-        if let Some(i) = values.iter().position(|v| !(-1..=1).contains(v)) {
+        let row_blocks = padded_rows(rows) / BLOCK_ROWS;
+        let col_blocks = padded_cols(cols) / BLOCK_COLS;
+        let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * BLOCK_BYTES);
+        let block_row_bytes = col_blocks * BLOCK_BYTES;
+        let mut valid = true;
+        for (rb, out) in data
+            .as_mut_slice()
+            .chunks_exact_mut(block_row_bytes)
+            .enumerate()
+        {
+            let r0 = rb * BLOCK_ROWS;
+            let n = (rows - r0).min(BLOCK_ROWS);
+            valid &= pack_row_block(&values[r0 * cols..(r0 + n) * cols], n, cols, out);
+        }
+        if !valid {
+            let i = values
+                .iter()
+                .position(|v| !(-1..=1).contains(v))
+                .unwrap_or_default();
             return Err(Error::NotTernary {
                 index: i,
                 value: values[i],
             });
-        }
-        let row_blocks = padded_rows(rows) / BLOCK_ROWS;
-        let col_blocks = padded_cols(cols) / BLOCK_COLS;
-        let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * BLOCK_BYTES);
-        let bytes = data.as_mut_slice();
-        for rb in 0..row_blocks {
-            for cb in 0..col_blocks {
-                let block = &mut bytes[(rb * col_blocks + cb) * BLOCK_BYTES..][..BLOCK_BYTES];
-                for (j, byte) in block.iter_mut().enumerate() {
-                    let r = rb * BLOCK_ROWS + j / 4;
-                    let mut codes = [1u8; DIGITS];
-                    for (d, code) in codes.iter_mut().enumerate() {
-                        let c = cb * BLOCK_COLS + j % 4 + 4 * d;
-                        if r < rows && c < cols {
-                            *code = (values[r * cols + c] + 1) as u8;
-                        }
-                    }
-                    *byte = encode_byte(codes);
-                }
-            }
         }
         Ok(TernaryMatrix {
             rows,
@@ -371,6 +371,116 @@ pub(crate) fn with_panel<R>(bytes: usize, f: impl FnOnce(*mut u8) -> R) -> R {
     })
 }
 
+/// Packed byte of every base-3 value `n` (0..243): `ceil(n · 256 / 243)`.
+const BYTE_OF: [u8; 243] = {
+    let mut t = [0u8; 243];
+    let mut n = 0;
+    while n < 243 {
+        t[n] = (n as u32 * 256).div_ceil(243) as u8;
+        n += 1;
+    }
+    t
+};
+
+/// Packs up to 16 rows (`n_rows` × `cols` values, row-major) into the bytes
+/// of one row block; returns `false` if a value is not in {-1, 0, 1}.
+///
+/// Row by row, each 20-column block yields the row's 4 bytes at once: the
+/// block's values taken as five little-endian u32 words `D_d` (columns
+/// `4d..4d+4`) hold the codes `t + 1` bytewise, and because every code is at
+/// most 2, `81·D0 + 27·D1 + 9·D2 + 3·D3 + D4` in u32 arithmetic is the four
+/// base-3 values bytewise (each at most 242, so no carry crosses a byte).
+fn pack_row_block(values: &[i8], n_rows: usize, cols: usize, out: &mut [u8]) -> bool {
+    let col_blocks = padded_cols(cols) / BLOCK_COLS;
+    let full = cols / BLOCK_COLS;
+    let mut bad = 0u32;
+    for r in 0..BLOCK_ROWS {
+        if r >= n_rows {
+            // Padding rows hold t = 0 (code 1) everywhere.
+            let pad = encode_byte([1; DIGITS]);
+            for cb in 0..col_blocks {
+                out[cb * BLOCK_BYTES + 4 * r..][..4].fill(pad);
+            }
+            continue;
+        }
+        let row = &values[r * cols..(r + 1) * cols];
+        let done = pack_row_fast(row, out, r, full, &mut bad);
+        for (cb, v) in row.chunks_exact(BLOCK_COLS).enumerate().skip(done) {
+            let v: &[i8; BLOCK_COLS] = v.try_into().expect("chunks of BLOCK_COLS");
+            let o: &mut [u8; 4] = (&mut out[cb * BLOCK_BYTES + 4 * r..][..4])
+                .try_into()
+                .expect("4 bytes");
+            bad |= pack4(v, o);
+        }
+        if full < col_blocks {
+            // The last, partial block: padding columns hold t = 0.
+            let mut v = [0i8; BLOCK_COLS];
+            v[..cols - full * BLOCK_COLS].copy_from_slice(&row[full * BLOCK_COLS..]);
+            let o: &mut [u8; 4] = (&mut out[full * BLOCK_BYTES + 4 * r..][..4])
+                .try_into()
+                .expect("4 bytes");
+            bad |= pack4(&v, o);
+        }
+    }
+    bad == 0
+}
+
+/// Packs the leading blocks of a row with SIMD where the CPU allows; returns
+/// how many of the `n_blocks` full blocks it packed.
+fn pack_row_fast(row: &[i8], out: &mut [u8], r: usize, n_blocks: usize, bad: &mut u32) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static VBMI: OnceLock<bool> = OnceLock::new();
+        let ok = *VBMI.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+        });
+        if ok && crate::isa::Isa::from_env_allows_avx512() {
+            // SAFETY: the features were detected at run time; `row` holds
+            // `n_blocks` full blocks and `out` is the row block's bytes.
+            let (done, b) = unsafe { pack_avx512::pack_row(row, out, r, n_blocks) };
+            if b != 0 {
+                *bad |= 1;
+            }
+            return done;
+        }
+    }
+    let _ = (row, out, r, n_blocks, bad);
+    0
+}
+
+/// One row's 4 bytes of a 20-column block (see [`pack_row_block`]); returns
+/// non-zero bits if a value is not in {-1, 0, 1}.
+#[inline(always)]
+fn pack4(v: &[i8; BLOCK_COLS], o: &mut [u8; 4]) -> u32 {
+    let mut bad = 0u32;
+    let mut word = |d: usize| {
+        let x = u32::from_le_bytes([
+            v[4 * d] as u8,
+            v[4 * d + 1] as u8,
+            v[4 * d + 2] as u8,
+            v[4 * d + 3] as u8,
+        ]);
+        // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
+        let c = ((x & 0x7f7f_7f7f) + 0x0101_0101) ^ ((x ^ 0x0101_0101) & 0x8080_8080);
+        // Anything but 0, 1, 2 in a byte marks the block invalid.
+        bad |= (c & 0xfcfc_fcfc) | (c & (c >> 1) & 0x0101_0101);
+        c
+    };
+    let n = word(0)
+        .wrapping_mul(81)
+        .wrapping_add(word(1).wrapping_mul(27))
+        .wrapping_add(word(2).wrapping_mul(9))
+        .wrapping_add(word(3).wrapping_mul(3))
+        .wrapping_add(word(4));
+    for (o, &nb) in o.iter_mut().zip(&n.to_le_bytes()) {
+        *o = BYTE_OF[nb as usize % 243];
+    }
+    bad
+}
+
 /// Encodes five codes (`t + 1`, first = most significant base-3 digit).
 #[inline]
 pub fn encode_byte(codes: [u8; DIGITS]) -> u8 {
@@ -421,8 +531,56 @@ mod tests {
     }
 
     #[test]
+    fn pack_places_every_digit_where_the_layout_says() {
+        // Storage-order definition of the layout, independent of the packer.
+        // Wide rows go through the 16-block SIMD packer where the CPU has it.
+        for (rows, cols) in [
+            (1, 1),
+            (16, 20),
+            (17, 21),
+            (33, 100),
+            (5, 63),
+            (3, 700),
+            (17, 960),
+            (2, 2560),
+        ] {
+            let values: Vec<i8> = (0..rows * cols)
+                .map(|i| ((i * 7919 + i / 5) % 3) as i8 - 1)
+                .collect();
+            let m = TernaryMatrix::pack(rows, cols, &values, vec![1.0; rows], ScaleRule::Divide)
+                .unwrap();
+            for rb in 0..m.row_blocks() {
+                for cb in 0..m.col_blocks() {
+                    for j in 0..BLOCK_BYTES {
+                        let r = rb * BLOCK_ROWS + j / 4;
+                        let mut codes = [1u8; DIGITS];
+                        for (d, code) in codes.iter_mut().enumerate() {
+                            let c = cb * BLOCK_COLS + j % 4 + 4 * d;
+                            if r < rows && c < cols {
+                                *code = (values[r * cols + c] + 1) as u8;
+                            }
+                        }
+                        let at = (rb * m.col_blocks() + cb) * BLOCK_BYTES + j;
+                        assert_eq!(
+                            m.data()[at],
+                            encode_byte(codes),
+                            "{rows}x{cols} rb {rb} cb {cb} byte {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rejects_non_ternary_values() {
         let err = TernaryMatrix::pack(1, 2, &[0, 2], vec![1.0], ScaleRule::Divide).unwrap_err();
         assert!(err.to_string().contains("index 1"), "{err}");
+        for bad in [2i8, -2, 3, 127, -128] {
+            let mut v = vec![0i8; 2 * 640];
+            v[700] = bad;
+            let err = TernaryMatrix::pack(2, 640, &v, vec![1.0; 2], ScaleRule::Divide).unwrap_err();
+            assert!(err.to_string().contains("index 700"), "{bad}: {err}");
+        }
     }
 }

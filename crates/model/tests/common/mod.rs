@@ -24,7 +24,10 @@ pub fn shared_fixtures() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("note: shared fixtures not found at {}; skipping", dir.display());
+        eprintln!(
+            "note: shared fixtures not found at {}; skipping",
+            dir.display()
+        );
         None
     }
 }
@@ -36,12 +39,21 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let (hlen, hstart) = if bytes[6] == 1 {
         (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
     };
     let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).unwrap();
     assert!(header.contains("'<f4'"), "{header}");
     assert!(header.contains("'fortran_order': False"), "{header}");
-    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape_str = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
     let shape: Vec<usize> = shape_str
         .split(',')
         .filter(|s| !s.trim().is_empty())
@@ -57,13 +69,19 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 /// Parses a JSON file.
 pub fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 /// Ids from a JSON array.
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Kernel tables to test with: `BITNET_KERNEL` if set, else the best.
@@ -73,7 +91,10 @@ pub fn kernels() -> &'static Kernels {
 
 /// Every kernel level this CPU supports.
 pub fn all_kernels() -> Vec<&'static Kernels> {
-    Isa::available().into_iter().filter_map(Kernels::for_isa).collect()
+    Isa::available()
+        .into_iter()
+        .filter_map(Kernels::for_isa)
+        .collect()
 }
 
 pub fn load(path: &Path) -> Model {
@@ -94,7 +115,11 @@ pub fn all_logits(model: &Model, pool: &ThreadPool, ids: &[u32]) -> Vec<f32> {
     let mut scratch = Scratch::new();
     let batch: Vec<BatchToken> = ids
         .iter()
-        .map(|&token| BatchToken { seq: 0, token, logits: true })
+        .map(|&token| BatchToken {
+            seq: 0,
+            token,
+            logits: true,
+        })
         .collect();
     model
         .forward(pool, &batch, std::slice::from_mut(&mut cache), &mut scratch)
@@ -109,12 +134,22 @@ pub fn hidden_states(model: &Model, pool: &ThreadPool, ids: &[u32]) -> Vec<Vec<f
     let mut scratch = Scratch::new();
     let batch: Vec<BatchToken> = ids
         .iter()
-        .map(|&token| BatchToken { seq: 0, token, logits: true })
+        .map(|&token| BatchToken {
+            seq: 0,
+            token,
+            logits: true,
+        })
         .collect();
     let mut states = Vec::new();
     let mut trace = |_tap: Tap, v: &[f32]| states.push(v.to_vec());
     model
-        .forward_traced(pool, &batch, std::slice::from_mut(&mut cache), &mut scratch, &mut trace)
+        .forward_traced(
+            pool,
+            &batch,
+            std::slice::from_mut(&mut cache),
+            &mut scratch,
+            &mut trace,
+        )
         .unwrap();
     // Layer taps for blocks 0..L-1 then the final norm: drop the last block's
     // un-normed residual, as transformers replaces it with the normed one.
@@ -130,7 +165,11 @@ pub fn greedy(model: &Model, pool: &ThreadPool, ids: &[u32], n: usize) -> Vec<u3
     let batch: Vec<BatchToken> = ids
         .iter()
         .enumerate()
-        .map(|(i, &token)| BatchToken { seq: 0, token, logits: i + 1 == ids.len() })
+        .map(|(i, &token)| BatchToken {
+            seq: 0,
+            token,
+            logits: i + 1 == ids.len(),
+        })
         .collect();
     let mut logits = model
         .forward(pool, &batch, std::slice::from_mut(&mut cache), &mut scratch)
@@ -140,7 +179,11 @@ pub fn greedy(model: &Model, pool: &ThreadPool, ids: &[u32], n: usize) -> Vec<u3
     for _ in 0..n {
         let next = bitnet_sampling_argmax(&logits);
         out.push(next);
-        let b = [BatchToken { seq: 0, token: next, logits: true }];
+        let b = [BatchToken {
+            seq: 0,
+            token: next,
+            logits: true,
+        }];
         logits = model
             .forward(pool, &b, std::slice::from_mut(&mut cache), &mut scratch)
             .unwrap()
@@ -162,7 +205,10 @@ pub fn bitnet_sampling_argmax(v: &[f32]) -> u32 {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
@@ -214,7 +260,14 @@ impl Criteria<'static> {
 /// Checks one manifest prompt against a model: the top-8 set at the last
 /// position always; max |Δlogit| below `tight` for short prompts, relative L2
 /// below 5e-2 for long ones; greedy tokens up to the first low-margin step.
-pub fn check_prompt(model: &Model, pool: &ThreadPool, ref_dir: &Path, p: &Value, c: Criteria, label: &str) {
+pub fn check_prompt(
+    model: &Model,
+    pool: &ThreadPool,
+    ref_dir: &Path,
+    p: &Value,
+    c: Criteria,
+    label: &str,
+) {
     let name = p["name"].as_str().unwrap();
     let ids = ids(&p["input_ids"]);
     let (_, reference) = read_npy(&ref_dir.join(p["last_logits_file"].as_str().unwrap()));
@@ -222,22 +275,35 @@ pub fn check_prompt(model: &Model, pool: &ThreadPool, ref_dir: &Path, p: &Value,
     let last = &logits[logits.len() - reference.len()..];
     let diff = max_abs_diff(last, &reference);
     let rl2 = rel_l2(last, &reference);
-    eprintln!("{label} {name}: {} tokens, max |Δ| {diff:.2e}, rel L2 {rl2:.2e}", ids.len());
+    eprintln!(
+        "{label} {name}: {} tokens, max |Δ| {diff:.2e}, rel L2 {rl2:.2e}",
+        ids.len()
+    );
     let want_top = ids_of(&p["last_top"]["ids"]);
     let got_top = top_k(last, want_top.len());
     let r8 = reference[*want_top.last().unwrap() as usize];
     for &t in &want_top {
         if reference[t as usize] > r8 + c.top8_slack {
-            assert!(got_top.contains(&t), "{label} {name}: token {t} missing from top-8 {got_top:?} (reference {want_top:?})");
+            assert!(
+                got_top.contains(&t),
+                "{label} {name}: token {t} missing from top-8 {got_top:?} (reference {want_top:?})"
+            );
         }
     }
     for &t in &got_top {
         if c.top8_slack == 0.0 || reference[t as usize] < r8 - c.top8_slack {
-            assert!(want_top.contains(&t), "{label} {name}: token {t} in top-8 {got_top:?} but not in the reference's {want_top:?}");
+            assert!(
+                want_top.contains(&t),
+                "{label} {name}: token {t} in top-8 {got_top:?} but not in the reference's {want_top:?}"
+            );
         }
     }
     if ids.len() <= c.tight_up_to && !c.tie_prompts.contains(&name) {
-        assert!(diff < c.tight, "{label} {name}: max |Δlogit| {diff} ≥ {}", c.tight);
+        assert!(
+            diff < c.tight,
+            "{label} {name}: max |Δlogit| {diff} ≥ {}",
+            c.tight
+        );
     } else {
         assert!(rl2 < 5e-2, "{label} {name}: rel L2 {rl2}");
     }
@@ -245,10 +311,22 @@ pub fn check_prompt(model: &Model, pool: &ThreadPool, ref_dir: &Path, p: &Value,
         return;
     }
     let want = ids_of(&p["greedy_new_ids"]);
-    let margins: Vec<f64> = p["greedy_margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
-    let n = margins.iter().position(|&m| m <= c.margin).unwrap_or(want.len());
+    let margins: Vec<f64> = p["greedy_margins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_f64().unwrap())
+        .collect();
+    let n = margins
+        .iter()
+        .position(|&m| m <= c.margin)
+        .unwrap_or(want.len());
     let got = greedy(model, pool, &ids, n);
-    assert_eq!(got, want[..n], "{label} {name}: greedy tokens ({n} compared)");
+    assert_eq!(
+        got,
+        want[..n],
+        "{label} {name}: greedy tokens ({n} compared)"
+    );
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
