@@ -24,7 +24,7 @@
 
 use std::sync::Mutex;
 
-use bitnet_kernels::{QuantizedActs, TernaryMatrix, ops};
+use bitnet_kernels::{Q8Acts, QuantizedActs, TernaryMatrix, ops};
 use bitnet_threads::ThreadPool;
 
 use crate::Model;
@@ -69,6 +69,7 @@ pub struct Scratch {
     sin: Vec<f32>,
     positions: Vec<usize>,
     acts: QuantizedActs,
+    head_acts: Q8Acts,
     head_in: Vec<f32>,
     logits: Vec<f32>,
     scores: Vec<Mutex<Vec<f32>>>,
@@ -374,10 +375,15 @@ impl Model {
             });
         }
         trace(Tap::FinalNorm, head_in);
-        let head = w.head().matrix();
         let logits = resize(&mut scratch.logits, m * hp.n_vocab);
         if m > 0 {
-            k.dense_matmul(pool, &head, head_in, m, logits);
+            match &w.head_q8 {
+                Some(q8) => {
+                    scratch.head_acts.quantize(head_in, m, d);
+                    k.q8_matmul(pool, q8, &scratch.head_acts, logits);
+                }
+                None => k.dense_matmul(pool, &w.head().matrix(), head_in, m, logits),
+            }
         }
         Ok(&scratch.logits[..m * hp.n_vocab])
     }

@@ -605,10 +605,12 @@ impl Model {
                 down,
             });
         }
+        let head_q8 = crate::weights::head_q8(output.as_ref().unwrap_or(&token_embd))?;
         let weights = Weights {
             token_embd,
             output_norm: random_norm(seed, u64::MAX, d),
             output,
+            head_q8,
             rope_freq_factors: None,
             layers,
         };

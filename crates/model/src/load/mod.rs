@@ -308,10 +308,25 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
             reason: format!("expected {} positive factors", hp.rope_dim / 2),
         });
     }
+    let head = output.as_ref().unwrap_or(&token_embd);
+    let head_q8 = crate::weights::head_q8(head)?;
+    if head_q8.is_some() {
+        // The repacked copy serves the head from now on: drop the file's
+        // pages (a tied embedding faults back in only the rows it looks up).
+        src.release(&src.name(
+            if output.is_some() {
+                Role::Output
+            } else {
+                Role::TokenEmbd
+            },
+            0,
+        ));
+    }
     Ok(Weights {
         token_embd,
         output_norm,
         output,
+        head_q8,
         rope_freq_factors,
         layers,
     })
