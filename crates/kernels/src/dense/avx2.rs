@@ -30,18 +30,23 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     rows: Range<usize>,
 ) {
-    let mut t0 = 0;
-    while t0 < n_tokens {
-        let nt = TOKENS.min(n_tokens - t0);
-        // SAFETY: forwarded contract; tokens t0..t0+nt exist.
-        unsafe {
-            if nt == 1 {
-                by_type::<1>(w, x, out, rows.clone(), t0);
-            } else {
-                by_type::<2>(w, x, out, rows.clone(), t0);
+    // Token blocks run over one chunk of rows at a time, so that a batch
+    // of many tokens reads the head once (the chunk stays in L2) instead of
+    // once per token block.
+    for rows in super::row_chunks(rows, super::HEAD_ROW_CHUNK) {
+        let mut t0 = 0;
+        while t0 < n_tokens {
+            let nt = TOKENS.min(n_tokens - t0);
+            // SAFETY: forwarded contract; tokens t0..t0+nt exist.
+            unsafe {
+                if nt == 1 {
+                    by_type::<1>(w, x, out, rows.clone(), t0);
+                } else {
+                    by_type::<2>(w, x, out, rows.clone(), t0);
+                }
             }
+            t0 += nt;
         }
-        t0 += nt;
     }
 }
 
@@ -442,18 +447,21 @@ unsafe fn q6_k_group<const R: usize, const T: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, groups: Range<usize>) {
     let n = x.n_tokens();
-    let mut t0 = 0;
-    while t0 < n {
-        let nt = TOKENS.min(n - t0);
-        // SAFETY: forwarded contract; tokens t0..t0+nt exist.
-        unsafe {
-            if nt == 1 {
-                q8x_tokens::<1>(w, x, out, groups.clone(), t0);
-            } else {
-                q8x_tokens::<2>(w, x, out, groups.clone(), t0);
+    // As in `matmul`: all token blocks over a few row groups at a time.
+    for groups in super::row_chunks(groups, super::HEAD_ROW_CHUNK / q8x::ROWS) {
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = TOKENS.min(n - t0);
+            // SAFETY: forwarded contract; tokens t0..t0+nt exist.
+            unsafe {
+                if nt == 1 {
+                    q8x_tokens::<1>(w, x, out, groups.clone(), t0);
+                } else {
+                    q8x_tokens::<2>(w, x, out, groups.clone(), t0);
+                }
             }
+            t0 += nt;
         }
-        t0 += nt;
     }
 }
 
