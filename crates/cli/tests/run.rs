@@ -132,3 +132,49 @@ fn perplexity_reproduces_the_reference() {
     let ppl = v["perplexity"].as_f64().unwrap();
     assert_eq!(format!("{ppl:.3}"), "8.706");
 }
+
+#[test]
+fn interactive_chat_answers_like_run_chat_and_keeps_the_conversation() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let one_shot = |prompt: &str| {
+        let out = ok(bitnet()
+            .args([
+                "run", "-m", "builtin", "--chat", "-p", prompt, "-n", "8", "--temp", "0",
+            ])
+            .args(["--output-format", "json"]));
+        json_stdout(&out)["text"].as_str().unwrap().to_string()
+    };
+    let mut child = bitnet()
+        .args(["chat", "-m", "builtin", "-n", "8", "--temp", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Copyright\n/reset\nCopyright\nand then?\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let replies: Vec<&str> = stdout
+        .split("\n> ")
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    let first = one_shot("Copyright");
+    assert!(!first.trim().is_empty(), "the demo model answers something");
+    // The first turn, and the same turn again after /reset, answer exactly
+    // as a one-shot --chat run does.
+    assert_eq!(replies[0].trim_end_matches('\n'), first, "{stdout}");
+    assert_eq!(replies[1].trim_end_matches('\n'), first, "{stdout}");
+    // A third reply exists (the follow-up turn, with history).
+    assert_eq!(replies.len(), 3, "{stdout}");
+}

@@ -113,6 +113,9 @@ impl Model {
         );
         let src = load::gguf::GgufSource::new(file, opts.tl_tiling.clone());
         let weights = load::build(&src, &hparams)?;
+        // Q/K rows were put back in rotate-half order while loading.
+        let mut hparams = hparams;
+        hparams.rope_style = RopeStyle::Neox;
         Ok(Model::assemble(hparams, weights, opts, description))
     }
 

@@ -25,7 +25,7 @@ pub(crate) mod ternarize;
 use bitnet_kernels::{ScaleRule, TernaryMatrix};
 use rayon::prelude::*;
 
-use crate::config::HParams;
+use crate::config::{HParams, RopeStyle};
 use crate::error::{Error, Result};
 use crate::weights::{DenseWeight, LayerWeights, Weights};
 
@@ -125,6 +125,9 @@ struct Job {
     layer: usize,
     parts: Vec<(Role, usize)>,
     cols: usize,
+    /// Head dimension, when Q and K rows are stored in llama.cpp's
+    /// interleaved rotary order and must be put back in rotate-half order.
+    unpermute: Option<usize>,
 }
 
 /// Decodes the parts of `job` into one buffer and packs it (rows in order:
@@ -184,7 +187,7 @@ fn fill_and_pack(
     let mut scales = Vec::with_capacity(rows);
     let mut rule = None;
     let mut offset = 0;
-    for (name, &(_, r)) in names.iter().zip(&job.parts) {
+    for (name, &(role, r)) in names.iter().zip(&job.parts) {
         let (s, part_rule) =
             src.ternary_into(name, &mut values[offset * cols..(offset + r) * cols])?;
         check_scales(src, name, &s)?;
@@ -207,6 +210,10 @@ fn fill_and_pack(
             Some(_) => {}
         }
         scales.extend_from_slice(&s);
+        if let (Some(head_dim), Role::AttnQ | Role::AttnK) = (job.unpermute, role) {
+            let part = &mut values[offset * cols..(offset + r) * cols];
+            unpermute_rows(part, &mut scales[offset..offset + r], cols, head_dim);
+        }
         offset += r;
     }
     let rule = rule.unwrap_or(ScaleRule::Multiply);
@@ -214,6 +221,26 @@ fn fill_and_pack(
         tensor: names[0].clone(),
         source,
     })
+}
+
+/// Puts Q or K rows stored in llama.cpp's order (rotary pairs `(2i, 2i+1)`
+/// of each head, as its converter permutes them) back in the checkpoint's
+/// rotate-half order (pairs `(i, i + d/2)`), so that every architecture runs
+/// the same rotary code and a GGUF computes exactly what its checkpoint does.
+fn unpermute_rows(values: &mut [i8], scales: &mut [f32], cols: usize, head_dim: usize) {
+    let (old_values, old_scales) = (values.to_vec(), scales.to_vec());
+    let half = head_dim / 2;
+    for h in 0..scales.len() / head_dim {
+        for i in 0..half {
+            for j in 0..2 {
+                let hf = h * head_dim + j * half + i;
+                let gguf = h * head_dim + 2 * i + j;
+                values[hf * cols..(hf + 1) * cols]
+                    .copy_from_slice(&old_values[gguf * cols..(gguf + 1) * cols]);
+                scales[hf] = old_scales[gguf];
+            }
+        }
+    }
 }
 
 /// Loads and checks every tensor the architecture needs.
@@ -257,21 +284,25 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
                         (Role::AttnV, hp.kv_dim()),
                     ],
                     cols: d,
+                    unpermute: (hp.rope_style == RopeStyle::Interleaved).then_some(hp.head_dim),
                 },
                 Job {
                     layer,
                     parts: vec![(Role::AttnOut, d)],
                     cols: hp.q_dim(),
+                    unpermute: None,
                 },
                 Job {
                     layer,
                     parts: vec![(Role::FfnGate, hp.n_ff), (Role::FfnUp, hp.n_ff)],
                     cols: d,
+                    unpermute: None,
                 },
                 Job {
                     layer,
                     parts: vec![(Role::FfnDown, d)],
                     cols: hp.n_ff,
+                    unpermute: None,
                 },
             ]
         })
