@@ -23,13 +23,15 @@ pub struct ModelArgs {
     /// Tokens per forward pass while processing the prompt.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
-    /// KV cache precision: f16 (default) or f32 (the reference's precision).
+    /// KV cache precision: f16 (default), f32 (the reference's precision,
+    /// computed in its exact arithmetic) or q8 (int8 rows, a quarter of f32).
     #[arg(long = "kv-type", default_value = "f16", value_parser = parse_kv_type)]
     pub kv_type: KvType,
 }
 
 fn parse_kv_type(s: &str) -> Result<KvType, String> {
-    KvType::from_name(s).ok_or_else(|| format!("unknown KV cache type `{s}` (expected f16 or f32)"))
+    KvType::from_name(s)
+        .ok_or_else(|| format!("unknown KV cache type `{s}` (expected f16, f32 or q8)"))
 }
 
 impl ModelArgs {

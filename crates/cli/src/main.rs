@@ -51,6 +51,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early should end the program
+    // quietly, as for any Unix tool, not make `println!` panic.
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to the default at start-up,
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),

@@ -6,7 +6,6 @@ mod common;
 #[path = "common/hub_server.rs"]
 mod hub_server;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,11 +112,11 @@ fn pull(mut cmd: Command, repo: Option<&str>) -> PathBuf {
 /// Greedy `bitnet run` of the MIT prompt for 8 tokens with JSON output:
 /// the JSON and stderr.
 fn run_greedy(mut cmd: Command, model: Option<&str>) -> (Value, String) {
+    cmd.arg("run");
     if let Some(m) = model {
         cmd.args(["-m", m]);
     }
     let out = ok(cmd
-        .arg("run")
         .args(["-p", PROMPT, "-n", "8", "--temp", "0", "--ignore-eos"])
         .args(["--output-format", "json", "-t", "2"]));
     (

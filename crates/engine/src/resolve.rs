@@ -161,7 +161,7 @@ pub fn fetch(repo: &str, hub: &Hub) -> Result<ModelLocation> {
         return Ok(ModelLocation::Gguf(path));
     }
     if names.iter().any(|n| n == "config.json") {
-        let dir = hub.download_repo(repo, "main", &|n: &str| is_model_file(n))?;
+        let dir = hub.download_repo(repo, "main", &|_n: &str| true)?;
         return Ok(ModelLocation::HfDir(dir));
     }
     Err(Error::ModelSpec {

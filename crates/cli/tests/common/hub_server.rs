@@ -16,7 +16,6 @@
 //! Every connection carries one request (`Connection: close`), and every
 //! request is logged.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
