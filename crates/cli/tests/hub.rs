@@ -174,7 +174,7 @@ fn pull_downloads_the_gguf_into_the_hf_cache_layout() {
     // The etag of an LFS file is the SHA-256 of its content.
     let sha = file.etag();
     assert_eq!(sha.len(), 64);
-    assert_eq!(sorted_names(&dir.join("blobs")), [sha.clone()]);
+    assert_eq!(sorted_names(&dir.join("blobs")), [sha.as_str()]);
     assert_eq!(
         fs::read(dir.join("blobs").join(&sha)).unwrap(),
         file.content
@@ -347,6 +347,6 @@ fn pull_resumes_a_partial_download_with_a_range_request() {
     assert_eq!(gets.len(), 1, "{gets:?}");
     assert_eq!(gets[0].path, format!("/blobs/{sha}?sig=abc"));
     assert_eq!(gets[0].range, Some(format!("bytes={half}-")));
-    assert_eq!(sorted_names(&blobs), [sha.clone()]);
+    assert_eq!(sorted_names(&blobs), [sha.as_str()]);
     assert_eq!(fs::read(blobs.join(&sha)).unwrap(), file.content);
 }

@@ -152,8 +152,10 @@ pub fn fetch(repo: &str, hub: &Hub) -> Result<ModelLocation> {
     }
     let info = match hub.list_files(repo, "main") {
         Ok(info) => info,
-        // Unreachable Hub: a cached copy still works.
-        Err(e) => return cached().ok_or(Error::Hub(e)),
+        // An unreachable Hub: a cached copy still works. A definite answer
+        // (not found, gated) is not hidden by the cache.
+        Err(e) if e.is_transient() => return cached().ok_or(Error::Hub(e)),
+        Err(e) => return Err(Error::Hub(e)),
     };
     let names: Vec<String> = info.files.iter().map(|f| f.name.clone()).collect();
     if let Some(gguf) = choose_gguf(&names) {
@@ -161,7 +163,7 @@ pub fn fetch(repo: &str, hub: &Hub) -> Result<ModelLocation> {
         return Ok(ModelLocation::Gguf(path));
     }
     if names.iter().any(|n| n == "config.json") {
-        let dir = hub.download_repo(repo, "main", &|_n: &str| true)?;
+        let dir = hub.download_repo(repo, "main", &|n: &str| is_model_file(n))?;
         return Ok(ModelLocation::HfDir(dir));
     }
     Err(Error::ModelSpec {
