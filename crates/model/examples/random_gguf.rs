@@ -96,26 +96,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut w = GgufWriter::new();
     let arch = hp.arch.gguf_name();
     let md = w.metadata_mut();
-    let u = |v: usize| Value::U32(v as u32);
     md.insert("general.architecture", Value::String(arch.into()));
     md.insert(
         "general.name",
         Value::String(format!("random {}", shape.name())),
     );
-    let key = |k: &str| format!("{arch}.{k}");
-    md.insert(key("vocab_size"), u(hp.n_vocab));
-    md.insert(key("context_length"), u(hp.n_ctx_train));
-    md.insert(key("embedding_length"), u(hp.n_embd));
-    md.insert(key("block_count"), u(hp.n_layer));
-    md.insert(key("feed_forward_length"), u(hp.n_ff));
-    md.insert(key("rope.dimension_count"), u(hp.rope_dim));
-    md.insert(key("attention.head_count"), u(hp.n_head));
-    md.insert(key("attention.head_count_kv"), u(hp.n_head_kv));
-    md.insert(
-        key("attention.layer_norm_rms_epsilon"),
-        Value::F32(hp.rms_eps),
-    );
-    md.insert(key("rope.freq_base"), Value::F32(hp.rope_theta));
+    bitnet_model::convert::write_hparams(md, &hp);
     let d = hp.n_embd;
     let embd_ty = if hp.tied_embeddings {
         head

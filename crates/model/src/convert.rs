@@ -122,27 +122,16 @@ fn u32_value(v: usize) -> Value {
 
 fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Result<Converted> {
     let mut w = GgufWriter::new();
-    let arch = hp.arch.gguf_name();
     {
         let md = w.metadata_mut();
-        md.insert("general.architecture", Value::String(arch.into()));
+        md.insert(
+            "general.architecture",
+            Value::String(hp.arch.gguf_name().into()),
+        );
         md.insert("general.name", Value::String(opts.name.clone()));
         md.insert("general.file_type", Value::U32(opts.ternary.file_type()));
         md.insert("general.quantization_version", Value::U32(2));
-        let key = |k: &str| format!("{arch}.{k}");
-        md.insert(key("vocab_size"), u32_value(hp.n_vocab));
-        md.insert(key("context_length"), u32_value(hp.n_ctx_train));
-        md.insert(key("embedding_length"), u32_value(hp.n_embd));
-        md.insert(key("block_count"), u32_value(hp.n_layer));
-        md.insert(key("feed_forward_length"), u32_value(hp.n_ff));
-        md.insert(key("rope.dimension_count"), u32_value(hp.rope_dim));
-        md.insert(key("attention.head_count"), u32_value(hp.n_head));
-        md.insert(key("attention.head_count_kv"), u32_value(hp.n_head_kv));
-        md.insert(
-            key("attention.layer_norm_rms_epsilon"),
-            Value::F32(hp.rms_eps),
-        );
-        md.insert(key("rope.freq_base"), Value::F32(hp.rope_theta));
+        write_hparams(md, hp);
     }
     let gguf_name = load::gguf::tensor_name;
     let file = src.file().to_string();
@@ -237,6 +226,25 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
         hparams.rope_style = RopeStyle::Interleaved;
     }
     Ok(Converted { writer: w, hparams })
+}
+
+/// Writes the `{arch}.*` hyper-parameter keys bitnet.cpp and llama.cpp read.
+pub fn write_hparams(md: &mut Metadata, hp: &HParams) {
+    let arch = hp.arch.gguf_name();
+    let key = |k: &str| format!("{arch}.{k}");
+    md.insert(key("vocab_size"), u32_value(hp.n_vocab));
+    md.insert(key("context_length"), u32_value(hp.n_ctx_train));
+    md.insert(key("embedding_length"), u32_value(hp.n_embd));
+    md.insert(key("block_count"), u32_value(hp.n_layer));
+    md.insert(key("feed_forward_length"), u32_value(hp.n_ff));
+    md.insert(key("rope.dimension_count"), u32_value(hp.rope_dim));
+    md.insert(key("attention.head_count"), u32_value(hp.n_head));
+    md.insert(key("attention.head_count_kv"), u32_value(hp.n_head_kv));
+    md.insert(
+        key("attention.layer_norm_rms_epsilon"),
+        Value::F32(hp.rms_eps),
+    );
+    md.insert(key("rope.freq_base"), Value::F32(hp.rope_theta));
 }
 
 fn dense_ggml(ty: DenseType) -> GgmlType {
