@@ -76,7 +76,8 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            kernels: Kernels::best(),
+            // BITNET_KERNEL if it names a level this CPU has, else the best.
+            kernels: Kernels::from_env().unwrap_or_else(|_| Kernels::best()),
             tl_tiling: Vec::new(),
         }
     }

@@ -116,7 +116,11 @@ fn ternary_llama_from_hf_and_its_gguf_agree() {
         bitnet_model::gguf_hparams(&file).unwrap().rope_style,
         RopeStyle::Interleaved
     );
-    let gguf = Model::from_gguf(file, &LoadOptions::default()).unwrap();
+    let load_opts = LoadOptions {
+        kernels: kernels(),
+        ..LoadOptions::default()
+    };
+    let gguf = Model::from_gguf(file, &load_opts).unwrap();
 
     let manifest = read_json(&repo_fixtures().join("small-bitnet/reference/manifest.json"));
     for p in manifest["prompts"].as_array().unwrap() {
