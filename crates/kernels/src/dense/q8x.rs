@@ -171,9 +171,11 @@ fn pack_groups(m: &DenseMatrix<'_>, g0: usize, codes: &mut [u8], scales: &mut [f
         for b in 0..blocks {
             let blk = &row[b * q8_0::BLOCK_BYTES..][..q8_0::BLOCK_BYTES];
             scales[(g * blocks + b) * ROWS + i] = f16::from_le_bytes([blk[0], blk[1]]);
-            let base = (g * blocks + b) * GROUP_BLOCK_BYTES;
-            for (k, &q) in blk[2..].iter().enumerate() {
-                codes[base + (k / 4) * 64 + 4 * i + k % 4] = q ^ 0x80;
+            let base = (g * blocks + b) * GROUP_BLOCK_BYTES + 4 * i;
+            // Four consecutive weights at a time (`q ^ 0x80` is `q + 128`).
+            for (step, q4) in blk[2..].chunks_exact(4).enumerate() {
+                let w = u32::from_le_bytes([q4[0], q4[1], q4[2], q4[3]]) ^ 0x8080_8080;
+                codes[base + step * 64..][..4].copy_from_slice(&w.to_le_bytes());
             }
         }
     }
@@ -276,6 +278,49 @@ pub(crate) fn matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, groups: std::o
                 let r = g * ROWS + i;
                 if r < w.rows() {
                     out.write(t, r, a);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every weight and scale of a Q8_0 matrix lands where the module doc
+    /// says (rows not a multiple of 16, so padding is covered too).
+    #[test]
+    fn repack_follows_the_documented_layout() {
+        let (rows, cols) = (37, 96);
+        let mut bytes = Vec::new();
+        for r in 0..rows {
+            for b in 0..cols / BLOCK {
+                let x: Vec<f32> = (0..BLOCK)
+                    .map(|k| ((r * 31 + b * 7 + k * 13) % 41) as f32 - 20.0)
+                    .collect();
+                bytes.extend_from_slice(&q8_0::quantize_block(&x));
+            }
+        }
+        let m = DenseMatrix::new(DenseType::Q8_0, rows, cols, &bytes).unwrap();
+        let q = Q8Matrix::from_dense(&m).unwrap();
+        assert_eq!((q.groups(), q.blocks()), (3, 3));
+        for g in 0..q.groups() {
+            for b in 0..q.blocks() {
+                let (codes, scales) = (q.codes(g, b), q.scales(g, b));
+                for i in 0..ROWS {
+                    let r = g * ROWS + i;
+                    let (want_d, want_q): (f16, Vec<u8>) = if r < rows {
+                        let blk = &m.row(r)[b * q8_0::BLOCK_BYTES..][..q8_0::BLOCK_BYTES];
+                        (f16::from_le_bytes([blk[0], blk[1]]), blk[2..].to_vec())
+                    } else {
+                        (f16::ZERO, vec![0; BLOCK])
+                    };
+                    assert_eq!(scales[i], want_d, "scale r{r} b{b}");
+                    for (k, &wq) in want_q.iter().enumerate() {
+                        let got = codes[(k / 4) * 64 + 4 * i + k % 4];
+                        assert_eq!(got, wq.wrapping_add(128), "r{r} c{}", b * BLOCK + k);
+                    }
                 }
             }
         }

@@ -130,8 +130,9 @@ struct Job {
     unpermute: Option<usize>,
 }
 
-/// Decodes the parts of `job` into one buffer and packs it (rows in order:
-/// fused Q/K/V or gate/up share one activation quantisation).
+/// Decodes the parts of `job` (their shapes already checked) into one buffer
+/// and packs it (rows in order: fused Q/K/V or gate/up share one activation
+/// quantisation).
 fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<TernaryMatrix> {
     let cols = job.cols;
     let rows: usize = job.parts.iter().map(|p| p.1).sum();
@@ -140,9 +141,6 @@ fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<
         .iter()
         .map(|&(role, _)| src.name(role, job.layer))
         .collect();
-    for (name, &(_, r)) in names.iter().zip(&job.parts) {
-        expect_shape(src, name, &[r, cols])?;
-    }
     let mut buf = buffers.take();
     if buf.len() < rows * cols {
         buf.resize(rows * cols, 0);
@@ -307,6 +305,28 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
             ]
         })
         .collect();
+    for job in &jobs {
+        for &(role, rows) in &job.parts {
+            expect_shape(src, &src.name(role, job.layer), &[rows, job.cols])?;
+        }
+    }
+    // A Q8_0 head is repacked before the ternary matrices, and its file pages
+    // dropped at once, so that the two copies of the head are resident
+    // together only while nothing else is: peak memory stays within the
+    // file's size. (A tied embedding faults back in only the rows it looks
+    // up.)
+    let head = output.as_ref().unwrap_or(&token_embd);
+    let head_q8 = crate::weights::head_q8(head)?;
+    if head_q8.is_some() {
+        src.release(&src.name(
+            if output.is_some() {
+                Role::Output
+            } else {
+                Role::TokenEmbd
+            },
+            0,
+        ));
+    }
     let buffers = Buffers::default();
     let mut mats = jobs
         .par_iter()
@@ -338,20 +358,6 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
             tensor: "rope_freqs.weight".into(),
             reason: format!("expected {} positive factors", hp.rope_dim / 2),
         });
-    }
-    let head = output.as_ref().unwrap_or(&token_embd);
-    let head_q8 = crate::weights::head_q8(head)?;
-    if head_q8.is_some() {
-        // The repacked copy serves the head from now on: drop the file's
-        // pages (a tied embedding faults back in only the rows it looks up).
-        src.release(&src.name(
-            if output.is_some() {
-                Role::Output
-            } else {
-                Role::TokenEmbd
-            },
-            0,
-        ));
     }
     Ok(Weights {
         token_embd,
