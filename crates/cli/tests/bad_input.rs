@@ -207,3 +207,62 @@ fn unavailable_kernel_level_is_refused() {
         &["neon", "available"],
     );
 }
+
+#[test]
+fn context_too_big_for_memory_is_refused_up_front() {
+    // Sizes whose KV cache no machine has, including one whose byte count
+    // overflows: an error with the sizes, never an allocation failure.
+    for (ctx, kv) in [
+        ("2000000000", "f16"),
+        ("100000000000", "f32"),
+        ("36028797018963968", "q8"),
+    ] {
+        fails_with(
+            bitnet().args([
+                "run",
+                "-m",
+                "builtin",
+                "-p",
+                "x",
+                "-n",
+                "1",
+                "-c",
+                ctx,
+                "--kv-type",
+                kv,
+            ]),
+            &["context size", ctx, &format!("{kv} KV cache"), "available"],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "text.txt", b"Permission is hereby granted");
+    fails_with(
+        bitnet()
+            .args(["perplexity", "-m", "builtin", "-c", "2000000000", "-f"])
+            .arg(&text),
+        &["context size", "2000000000", "KV cache"],
+    );
+    // The server needs one cache per slot (one fits, 512 do not).
+    fails_with(
+        bitnet().args([
+            "serve",
+            "-m",
+            "builtin",
+            "--port",
+            "0",
+            "-c",
+            "250000",
+            "--parallel",
+            "512",
+        ]),
+        &["250000 positions × 512 sequences", "--parallel"],
+    );
+}
+
+#[test]
+fn absurd_thread_count_is_refused() {
+    fails_with(
+        bitnet().args(["run", "-m", "builtin", "-p", "x", "-n", "1", "-t", "100000"]),
+        &["thread count", "100000"],
+    );
+}

@@ -150,32 +150,10 @@ pub struct BenchModel {
     pub load_time: Duration,
 }
 
+pub use crate::memory::{available_memory, current_rss, peak_rss};
+
 fn gib(b: usize) -> String {
     format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-}
-
-/// Bytes the OS says are available (`MemAvailable`), where it says.
-pub fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Peak resident memory of this process (`VmHWM`), where the OS reports it.
-pub fn peak_rss() -> Option<u64> {
-    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
-}
-
-/// Current resident memory of this process (`VmRSS`).
-pub fn current_rss() -> Option<u64> {
-    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
-}
-
-fn proc_status_kb(key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Parses a head type name (`f16`, `q8_0`, `q6_k`, `bf16`, `f32`).
@@ -192,8 +170,9 @@ pub fn parse_head_type(s: &str) -> Option<DenseType> {
 
 /// Memory `shape` needs for `opts` and how many matrices may be built at
 /// once, or an error with the sizes when the machine does not have it
-/// (checked against `MemAvailable` less 10 % and 512 MiB, which the page
-/// cache and the rest of the system keep). Building one matrix at a time is tried before refusing.
+/// (checked against [`available_memory`] less 10 % and 512 MiB, which the
+/// page cache and the rest of the system keep). Building one matrix at a
+/// time is tried before refusing.
 pub fn check_shape_fits(
     shape: Shape,
     head: DenseType,

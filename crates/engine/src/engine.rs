@@ -202,6 +202,10 @@ pub fn load_model(
     })
 }
 
+/// The most threads a pool may have (more is a typing mistake, and would
+/// only exhaust the OS's thread limit).
+pub const MAX_THREADS: usize = 1024;
+
 impl Engine {
     /// Loads the model at `location`.
     pub fn load(location: &ModelLocation, opts: EngineOptions) -> Result<Engine> {
@@ -237,10 +241,21 @@ impl Engine {
                 reason: "must be at least 1".into(),
             });
         }
+        if opts.threads > MAX_THREADS {
+            return Err(Error::InvalidArgument {
+                name: "thread count",
+                reason: format!("{} is more than the {MAX_THREADS} supported", opts.threads),
+            });
+        }
+        crate::memory::check_kv_caches(&model, n_ctx, opts.kv_type, 1)?;
+        let pool = ThreadPool::try_new(opts.threads).map_err(|e| Error::InvalidArgument {
+            name: "thread count",
+            reason: format!("could not start {} threads: {e}", opts.threads),
+        })?;
         Ok(Engine {
             model: Arc::new(model),
             tokenizer,
-            pool: ThreadPool::new(opts.threads),
+            pool,
             n_ctx,
             name,
             opts,
@@ -255,6 +270,12 @@ impl Engine {
             ModelLocation::Gguf(path.to_path_buf())
         };
         Engine::load(&location, opts)
+    }
+
+    /// Checks that `count` KV caches of the engine's context size fit in
+    /// memory (a server's parallel sequences), else an error with the sizes.
+    pub fn check_caches_fit(&self, count: usize) -> Result<()> {
+        crate::memory::check_kv_caches(&self.model, self.n_ctx, self.opts.kv_type, count)
     }
 
     /// The model.
@@ -487,6 +508,7 @@ impl Engine {
             });
         }
         let vocab = self.model.hparams().n_vocab;
+        crate::memory::check_kv_caches(&self.model, n_ctx, self.opts.kv_type, 1)?;
         let mut cache = self.model.new_cache(n_ctx, self.opts.kv_type);
         let mut scratch = Scratch::new();
         let mut chunk_nll = Vec::new();

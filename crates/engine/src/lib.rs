@@ -18,6 +18,7 @@ pub mod builtin;
 pub mod convert;
 mod engine;
 mod error;
+pub mod memory;
 pub mod resolve;
 mod sequence;
 mod stop;

@@ -210,6 +210,10 @@ impl Server {
                 "the prefill chunk must be at least 1 token".into(),
             ));
         }
+        // One KV cache per slot.
+        engine
+            .check_caches_fit(config.parallel)
+            .map_err(|e| Error::Config(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.http_threads.max(1))
             .thread_name("bitnet-http")

@@ -94,7 +94,22 @@ pub struct ThreadPool {
 impl ThreadPool {
     /// Creates a pool of `n_threads` threads in total, including the caller.
     /// `0` means the number of available CPUs.
+    ///
+    /// # Panics
+    ///
+    /// If the OS refuses to start a thread; [`ThreadPool::try_new`] returns
+    /// that error instead.
     pub fn new(n_threads: usize) -> ThreadPool {
+        match ThreadPool::try_new(n_threads) {
+            Ok(pool) => pool,
+            Err(e) => panic!("failed to start {n_threads} threads: {e}"),
+        }
+    }
+
+    /// As [`ThreadPool::new`], but an OS refusal to start a thread (too many
+    /// threads for its limits) is an error, with the threads already
+    /// started stopped again.
+    pub fn try_new(n_threads: usize) -> std::io::Result<ThreadPool> {
         let n_threads = if n_threads == 0 {
             available_cpus()
         } else {
@@ -114,24 +129,24 @@ impl ThreadPool {
             shutdown: AtomicBool::new(false),
             panicked: Mutex::new(None),
         });
-        let workers = (1..n_threads)
-            .map(|index| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("bitnet-worker-{index}"))
-                    .spawn(move || worker_loop(&shared, index))
-                    .expect("failed to spawn a worker thread")
-            })
-            .collect();
+        let mut pool = ThreadPool {
+            shared,
+            workers: Vec::with_capacity(n_threads - 1),
+            run_lock: Mutex::new(()),
+        };
+        for index in 1..n_threads {
+            let shared = Arc::clone(&pool.shared);
+            // On error, dropping `pool` stops and joins the workers so far.
+            let worker = std::thread::Builder::new()
+                .name(format!("bitnet-worker-{index}"))
+                .spawn(move || worker_loop(&shared, index))?;
+            pool.workers.push(worker);
+        }
         // Wait until every worker runs: thread start-up (which allocates) is
         // over when `new` returns, even though elastic jobs never wait for a
         // worker that has not joined.
-        wait_until(|| shared.started.load(Ordering::Acquire) == n_threads - 1);
-        ThreadPool {
-            shared,
-            workers,
-            run_lock: Mutex::new(()),
-        }
+        wait_until(|| pool.shared.started.load(Ordering::Acquire) == n_threads - 1);
+        Ok(pool)
     }
 
     /// The number of threads that execute each job (including the caller).
