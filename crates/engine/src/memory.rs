@@ -21,9 +21,8 @@ pub fn available_memory() -> Option<u64> {
 /// (`memory.limit_in_bytes`); `None` when there is no limit.
 fn cgroup_headroom() -> Option<u64> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let read = |path: String| -> Option<u64> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
-    };
+    let read =
+        |path: String| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let inactive_file = |dir: &str, key: &str| -> u64 {
         std::fs::read_to_string(format!("{dir}/memory.stat"))
             .ok()
@@ -40,7 +39,12 @@ fn cgroup_headroom() -> Option<u64> {
         // The directory as seen from here, then the mount root (inside a
         // container's cgroup namespace the two coincide).
         let (root, limit_file, usage_file, stat_key) = if controllers.is_empty() {
-            ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file ")
+            (
+                "/sys/fs/cgroup",
+                "memory.max",
+                "memory.current",
+                "inactive_file ",
+            )
         } else if controllers.split(',').any(|c| c == "memory") {
             (
                 "/sys/fs/cgroup/memory",
@@ -86,7 +90,6 @@ fn proc_status_kb(key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-
 /// Refuses `count` KV caches of `n_ctx` positions that could never fit in
 /// memory (caches are allocated lazily, so without this check a large
 /// `-c` would run until the OS kills the process mid-generation).
@@ -122,7 +125,11 @@ pub(crate) fn check_kv_caches(
             "{n_ctx} positions{caches} need {need} of {} KV cache, more than the {} of memory available; use a smaller -c/--ctx-size{}{}",
             kv_type.name(),
             available.map_or_else(|| "?".into(), |a| gib(a as f64)),
-            if count > 1 { ", fewer --parallel slots" } else { "" },
+            if count > 1 {
+                ", fewer --parallel slots"
+            } else {
+                ""
+            },
             if kv_type == bitnet_model::KvType::Q8 {
                 ""
             } else {
