@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::{GgufVocab, Tokenizer};
+use crate::{GgufVocab, Inner, Tokenizer};
 
 /// The Llama 3 split regex, as it appears in `tokenizer.json`.
 const LLAMA3_REGEX_START: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
@@ -83,7 +83,7 @@ impl Tokenizer {
             merges: Some(merges),
             scores: None,
             bos_id: inner.bos_id,
-            eos_id: inner.eos_id,
+            eos_id: gguf_eos(inner),
             eot_id: inner.eot_id,
             unk_id: inner.unk_id,
             pad_id: inner.pad_id,
@@ -92,4 +92,19 @@ impl Tokenizer {
             chat_template: inner.chat_template.as_ref().map(|t| t.source().to_string()),
         })
     }
+}
+
+/// The id to write as `tokenizer.ggml.eos_token_id`. GGUF names one EOS and
+/// one end-of-turn token, and readers stop on both; a checkpoint may have
+/// more stop ids (`generation_config.json` lists `<|end_of_text|>` and
+/// `<|eot_id|>`, while `eos_token` is `<|eot_id|>`, the end-of-turn token).
+/// So EOS is the first stop id that is not the end-of-turn token, and the
+/// file keeps both (as bitnet.cpp's converter does: EOS `<|end_of_text|>`).
+fn gguf_eos(inner: &Inner) -> Option<u32> {
+    inner
+        .stop_ids
+        .iter()
+        .copied()
+        .find(|&id| Some(id) != inner.eot_id)
+        .or(inner.eos_id)
 }
