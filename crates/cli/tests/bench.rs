@@ -79,3 +79,60 @@ fn bad_arguments_are_refused() {
         &["100b", "GiB", "available"],
     );
 }
+
+#[test]
+fn built_in_shapes_run_with_each_head_type() {
+    // The smallest real shape (1bitLLM bitnet_b1_58-large), random weights.
+    let run = |head: &str| {
+        let out = ok(bitnet().args([
+            "bench",
+            "--shape",
+            "large",
+            "--head-type",
+            head,
+            "-p",
+            "16",
+            "-n",
+            "2",
+            "-r",
+            "1",
+            "-t",
+            "2",
+            "-o",
+            "json",
+        ]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+        let tests = v.as_array().expect("a JSON array").clone();
+        assert_eq!(tests.len(), 2);
+        assert_eq!(tests[0]["test"], "pp16");
+        assert_eq!(tests[1]["test"], "tg2");
+        for t in &tests {
+            assert_eq!(t["n_threads"].as_u64(), Some(2));
+            let model_type = t["model_type"].as_str().unwrap();
+            assert!(model_type.contains("random large"), "{model_type}");
+            assert!(
+                model_type.contains(&format!("{} head", head.to_uppercase())),
+                "{model_type}"
+            );
+            // Tokens/s is the test's tokens over its mean time.
+            let n = (t["n_prompt"].as_u64().unwrap() + t["n_gen"].as_u64().unwrap()) as f64;
+            let want = n / (t["avg_ns"].as_u64().unwrap() as f64 * 1e-9);
+            let got = t["avg_ts"].as_f64().unwrap();
+            assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+            assert!(t["peak_rss_bytes"].as_u64().unwrap() > t["model_size"].as_u64().unwrap());
+        }
+        (
+            tests[0]["model_size"].as_u64().unwrap(),
+            tests[0]["model_n_params"].as_u64().unwrap(),
+        )
+    };
+    let (f16, params) = run("f16");
+    let (q8, params_q8) = run("q8_0");
+    let (q6, params_q6) = run("q6_k");
+    assert_eq!((params_q8, params_q6), (params, params));
+    // Only the head differs: 2, 34/32 and 210/256 bytes per weight, so the
+    // size differences stand in the ratio (2 − 34/32) : (2 − 210/256).
+    let (d8, d6) = ((f16 - q8) as f64, (f16 - q6) as f64);
+    let want = (2.0 - 34.0 / 32.0) / (2.0 - 210.0 / 256.0);
+    assert!((d8 / d6 - want).abs() < 1e-9, "{d8} / {d6}");
+}

@@ -110,10 +110,12 @@ impl Weights {
             + self.head_q8.as_ref().map_or(0, Q8Matrix::size_bytes)
     }
 
-    /// Bytes of all weights: the repacked ones plus the embedding and head in
-    /// their stored format (counted once when tied).
+    /// The model's size as llama-bench's `model_size` means it: the weights
+    /// once each, ternary matrices as repacked, the embedding and a separate
+    /// head in their stored format. (The int8 copy of a Q8_0 head is a
+    /// run-time duplicate and not counted; [`Weights::owned_bytes`] does.)
     pub fn size_bytes(&self) -> usize {
-        self.owned_bytes()
+        self.owned_bytes() - self.head_q8.as_ref().map_or(0, Q8Matrix::size_bytes)
             + self.token_embd.bytes.len()
             + self.output.as_ref().map_or(0, |o| o.bytes.len())
     }
