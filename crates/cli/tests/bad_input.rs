@@ -266,3 +266,46 @@ fn absurd_thread_count_is_refused() {
         &["thread count", "100000"],
     );
 }
+
+#[test]
+fn inconsistent_hyper_parameters_name_the_real_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // GGUF: 4 query heads over 3 kv heads.
+    let mut bytes = std::fs::read(demo_gguf()).unwrap();
+    let key = b"bitnet-b1.58.attention.head_count_kv";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("key in header")
+        + key.len();
+    assert_eq!(&bytes[at..at + 8], &[4, 0, 0, 0, 2, 0, 0, 0], "u32 2");
+    bytes[at + 4] = 3;
+    let gguf = write(dir.path(), "heads.gguf", &bytes);
+    fails_with(
+        &mut run_model(&gguf),
+        &[
+            "heads.gguf",
+            "bitnet-b1.58.attention.head_count_kv",
+            "multiple of 3",
+        ],
+    );
+    // config.json: the same mistake.
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    let src = repo_fixtures().join("demo-bitnet");
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), hf.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let config = config.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3");
+    assert!(config.contains("\"num_key_value_heads\": 3"));
+    std::fs::write(hf.join("config.json"), config).unwrap();
+    fails_with(
+        &mut run_model(&hf),
+        &["config.json", "num_key_value_heads", "multiple of 3"],
+    );
+}

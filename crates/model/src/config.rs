@@ -122,11 +122,12 @@ impl HParams {
         self.n_head_kv * self.head_dim
     }
 
-    /// Checks the relations between the sizes; `what` names the source.
-    pub(crate) fn validate(&self, file: &str) -> crate::Result<()> {
+    /// Checks the relations between the sizes; `file` names the source and
+    /// `keys` how its fields are spelled, so that errors name the real key.
+    pub(crate) fn validate(&self, file: &str, keys: Keys<'_>) -> crate::Result<()> {
         let bad = |field: &str, reason: String| crate::Error::Config {
             file: file.to_string(),
-            field: field.to_string(),
+            field: keys.spell(field),
             reason,
         };
         for (field, v) in [
@@ -182,5 +183,41 @@ impl HParams {
             ));
         }
         Ok(())
+    }
+}
+
+/// How a source spells the hyper-parameter fields, for error messages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Keys<'a> {
+    /// `config.json` keys (`num_key_value_heads`).
+    Hf,
+    /// GGUF metadata keys under the architecture's prefix
+    /// (`bitnet-b1.58.attention.head_count_kv`).
+    Gguf(&'a str),
+    /// Built in code (random models): the descriptive names.
+    Internal,
+}
+
+impl Keys<'_> {
+    /// The key for a field named as [`HParams::validate`] names it.
+    fn spell(self, field: &str) -> String {
+        let (hf, gguf) = match field {
+            "hidden size" => ("hidden_size", "embedding_length"),
+            "layer count" => ("num_hidden_layers", "block_count"),
+            "head count" => ("num_attention_heads", "attention.head_count"),
+            "kv head count" => ("num_key_value_heads", "attention.head_count_kv"),
+            "head dim" => ("head_dim", "attention.key_length"),
+            "ffn size" => ("intermediate_size", "feed_forward_length"),
+            "vocab size" => ("vocab_size", "vocab_size"),
+            "rope dimension" => ("head_dim", "rope.dimension_count"),
+            "rms eps" => ("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
+            "rope theta" => ("rope_theta", "rope.freq_base"),
+            _ => return field.to_string(),
+        };
+        match self {
+            Keys::Hf => format!("{hf} ({field})"),
+            Keys::Gguf(arch) => format!("{arch}.{gguf} ({field})"),
+            Keys::Internal => field.to_string(),
+        }
     }
 }

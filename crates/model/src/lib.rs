@@ -59,7 +59,7 @@ pub fn gguf_hparams(file: &GgufFile) -> Result<HParams> {
 /// weights (`label` names the file in errors).
 pub fn hf_hparams(config_json: &[u8], label: &str) -> Result<HParams> {
     let (hp, _, _) = load::hf::parse_config(config_json, label)?;
-    hp.validate(label)?;
+    hp.validate(label, config::Keys::Hf)?;
     Ok(hp)
 }
 

@@ -537,7 +537,7 @@ impl Model {
     /// Builds a model of shape `hp` with seeded random weights (see the
     /// module documentation). Check [`MemoryEstimate`] first for big shapes.
     pub fn random(hp: &HParams, opts: &RandomOptions) -> Result<Model> {
-        hp.validate("(random model)")?;
+        hp.validate("(random model)", crate::config::Keys::Internal)?;
         let seed = opts.seed;
         let d = hp.n_embd;
         let (qd, kvd, ff) = (hp.q_dim(), hp.kv_dim(), hp.n_ff);
@@ -670,9 +670,11 @@ mod tests {
             ),
             (2560, 30, 20, 5, 6912, 128256)
         );
-        hp.validate("2b4t").unwrap();
+        hp.validate("2b4t", crate::config::Keys::Internal).unwrap();
         for s in Shape::ALL {
-            s.hparams().validate(s.name()).unwrap();
+            s.hparams()
+                .validate(s.name(), crate::config::Keys::Internal)
+                .unwrap();
             assert_eq!(Shape::from_name(s.name()), Some(s));
         }
         // 2.08e9 ternary weights (SPEC §5.2) at 1.6 bits.

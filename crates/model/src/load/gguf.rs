@@ -95,7 +95,7 @@ pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
         ffn_act: arch.default_ffn_act(),
         tied_embeddings: f.tensor("output.weight").is_none(),
     };
-    hp.validate(&file)?;
+    hp.validate(&file, crate::config::Keys::Gguf(arch_name))?;
     Ok(hp)
 }
 

@@ -347,7 +347,7 @@ impl HfSource {
         if !tensors.contains_key("lm_head.weight") {
             hp.tied_embeddings = true;
         }
-        hp.validate(&cfg_file)?;
+        hp.validate(&cfg_file, crate::config::Keys::Hf)?;
         let rope_factors = rope_scaling_factors(&cfg, &cfg_file, &hp)?;
         Ok((
             HfSource {
