@@ -309,3 +309,11 @@ fn inconsistent_hyper_parameters_name_the_real_key() {
         &["config.json", "num_key_value_heads", "multiple of 3"],
     );
 }
+
+#[test]
+fn an_error_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "notes.gguf", b"{\n  \"not\": \"a model\"\n}\n");
+    let stderr = fails_with(&mut run_model(&p), &["notes.gguf", "magic"]);
+    assert_eq!(stderr.matches("magic").count(), 1, "{stderr}");
+}
