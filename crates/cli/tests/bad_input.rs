@@ -150,7 +150,28 @@ fn hf_checkpoint_errors() {
     // Truncated safetensors.
     let st = std::fs::read(src.join("model.safetensors")).unwrap();
     std::fs::write(dir.path().join("model.safetensors"), &st[..st.len() / 2]).unwrap();
-    fails_with(&mut run_model(dir.path()), &["model.safetensors"]);
+    fails_with(
+        &mut run_model(dir.path()),
+        &["model.safetensors", "past the end", "truncated"],
+    );
+    // A tensor whose shape disagrees with its byte range.
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    header["model.norm.weight"]["shape"] = serde_json::json!([255]);
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bad = (header.len() as u64).to_le_bytes().to_vec();
+    bad.extend_from_slice(&header);
+    bad.extend_from_slice(&st[8 + n..]);
+    std::fs::write(dir.path().join("model.safetensors"), &bad).unwrap();
+    fails_with(
+        &mut run_model(dir.path()),
+        &[
+            "model.safetensors",
+            "model.norm.weight",
+            "[255]",
+            "needs 510 bytes",
+        ],
+    );
     // Config disagreeing with the tensors.
     std::fs::write(dir.path().join("model.safetensors"), &st).unwrap();
     let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();

@@ -325,7 +325,7 @@ impl HfSource {
             let st =
                 safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
                     file: file.clone(),
-                    reason: e.to_string(),
+                    reason: inconsistent_tensor(bytes).unwrap_or_else(|| e.to_string()),
                 })?;
             for (tname, view) in st.tensors() {
                 let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
@@ -518,4 +518,58 @@ impl TensorSource for HfSource {
     fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
         Ok(self.rope_factors.clone())
     }
+}
+
+/// The first tensor of a safetensors header whose byte range disagrees with
+/// its shape and type, or lies outside the file, described for an error
+/// (the parser's own message names neither the tensor nor the sizes).
+fn inconsistent_tensor(bytes: &[u8]) -> Option<String> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data_len = bytes.len() - 8 - n;
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype")?.as_str()?;
+        let width: usize = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+            "U16" | "I16" | "F16" | "BF16" => 2,
+            "U32" | "I32" | "F32" => 4,
+            "U64" | "I64" | "F64" => 8,
+            _ => continue,
+        };
+        let shape: Option<Vec<usize>> = info
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect();
+        let offsets = info.get("data_offsets")?.as_array()?;
+        let (Some(start), Some(end)) = (
+            offsets.first().and_then(Value::as_u64),
+            offsets.get(1).and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        let want = shape.as_ref().and_then(|s| {
+            s.iter()
+                .try_fold(width, |acc, &d| acc.checked_mul(d))
+                .map(|b| b as u64)
+        });
+        if end < start || want != Some(end - start) {
+            return Some(format!(
+                "tensor `{name}`: shape {shape:?} of {dtype} needs {} bytes but its data offsets {start}..{end} hold {}",
+                want.map_or_else(|| "too many".to_string(), |w| w.to_string()),
+                end.saturating_sub(start)
+            ));
+        }
+        if end > data_len as u64 {
+            return Some(format!(
+                "tensor `{name}`: data offsets {start}..{end} run past the end of the data ({data_len} bytes; truncated file?)"
+            ));
+        }
+    }
+    None
 }
