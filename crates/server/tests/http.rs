@@ -305,6 +305,159 @@ fn stop_strings_cut_the_output_like_the_engine() {
     }
 }
 
+/// The text of a completion or chat answer, whole or streamed.
+fn answer_text(r: &Response, stream: bool) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    if !stream {
+        let choice = &r.json()["choices"][0];
+        return choice["text"]
+            .as_str()
+            .or(choice["message"]["content"].as_str())
+            .expect("text")
+            .to_string();
+    }
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| {
+            let c: Value = serde_json::from_str(d).expect("chunk");
+            let choice = &c["choices"][0];
+            choice["text"]
+                .as_str()
+                .or(choice["delta"]["content"].as_str())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// A word from the middle of `text`, to stop at.
+fn middle_word(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        words.len() >= 3,
+        "too little text to pick a stop word: {text:?}"
+    );
+    words[words.len() / 2].to_string()
+}
+
+#[test]
+fn stop_as_a_single_string_cuts_like_the_engine() {
+    let s = shared();
+    let a = s.server.addr;
+    // Completions.
+    let (full, _) = common::reference_text(&s.reference, MIT, &greedy(16));
+    let stop = middle_word(&full);
+    let params = GenerationParams {
+        stop: vec![stop.clone()],
+        ..greedy(16)
+    };
+    let (want, finish) = common::reference_text(&s.reference, MIT, &params);
+    assert_eq!(finish, "stop");
+    assert!(want.len() < full.len() && !want.contains(&stop));
+    for stream in [false, true] {
+        let r = http::post(
+            a,
+            "/v1/completions",
+            &json!({"prompt": MIT, "temperature": 0, "max_tokens": 16, "stop": stop, "stream": stream}),
+        );
+        assert_eq!(answer_text(&r, stream), want, "stream: {stream}");
+        if !stream {
+            assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+        }
+    }
+
+    // Chat.
+    let user = "What does the licence grant?";
+    let (full, _, _) = common::reference_chat(&s.reference, user, &greedy(24));
+    let stop = middle_word(&full);
+    let params = GenerationParams {
+        stop: vec![stop.clone()],
+        ..greedy(24)
+    };
+    let (want, finish, _) = common::reference_chat(&s.reference, user, &params);
+    assert_eq!(finish, "stop");
+    assert!(want.len() < full.len() && !want.contains(&stop));
+    for stream in [false, true] {
+        let r = http::post(
+            a,
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": user}], "temperature": 0, "max_tokens": 24, "stop": stop, "stream": stream}),
+        );
+        assert_eq!(answer_text(&r, stream), want, "stream: {stream}");
+        if !stream {
+            assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+        }
+    }
+}
+
+#[test]
+fn completions_stream_with_include_usage_ends_with_usage() {
+    let s = shared();
+    let ids = s.reference.tokenize(MIT).expect("ids");
+    let g = s
+        .reference
+        .generate(&ids, &greedy(10), false, &mut |_| true)
+        .expect("generate");
+    let r = http::post(
+        s.server.addr,
+        "/v1/completions",
+        &json!({"model": "test-model", "prompt": MIT, "temperature": 0, "max_tokens": 10, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("content-type")
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk JSON"))
+        .collect();
+    assert!(chunks.len() >= 3, "text, finish and usage chunks: {data:?}");
+    let (usage_chunk, rest) = chunks.split_last().expect("chunks");
+    let mut text = String::new();
+    for c in rest {
+        assert_eq!(c["object"], "text_completion");
+        assert_eq!(c["id"], chunks[0]["id"]);
+        // Present and null on every chunk but the last.
+        assert!(c.get("usage").is_some_and(Value::is_null), "{c}");
+        text.push_str(c["choices"][0]["text"].as_str().expect("text"));
+    }
+    assert_eq!(text, g.text);
+    let finish = &rest.last().expect("finish chunk")["choices"][0];
+    assert_eq!(finish["finish_reason"], g.stop_reason.finish_reason());
+    assert!(
+        rest[..rest.len() - 1]
+            .iter()
+            .all(|c| c["choices"][0]["finish_reason"].is_null())
+    );
+
+    // The last chunk: no choices, the usage.
+    assert_eq!(usage_chunk["object"], "text_completion");
+    assert_eq!(usage_chunk["id"], chunks[0]["id"]);
+    assert_eq!(usage_chunk["choices"].as_array().map(Vec::len), Some(0));
+    let usage = &usage_chunk["usage"];
+    assert_eq!(usage["prompt_tokens"], ids.len());
+    assert_eq!(usage["completion_tokens"], g.tokens.len());
+    assert_eq!(usage["total_tokens"], ids.len() + g.tokens.len());
+
+    // include_usage: false is the same as leaving it out.
+    let r = http::post(
+        s.server.addr,
+        "/v1/completions",
+        &json!({"prompt": MIT, "temperature": 0, "max_tokens": 10, "stream": true, "stream_options": {"include_usage": false}}),
+    );
+    let data = r.sse_data();
+    for d in &data[..data.len() - 1] {
+        let c: Value = serde_json::from_str(d).expect("chunk");
+        assert!(c.get("usage").is_none(), "{c}");
+        assert_eq!(c["choices"].as_array().map(Vec::len), Some(1), "{c}");
+    }
+}
+
 #[test]
 fn seeded_sampling_is_reproducible_and_matches_the_engine() {
     let s = shared();
