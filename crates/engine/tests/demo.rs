@@ -44,20 +44,27 @@ fn check_perplexity(engine: &Engine, label: &str) {
     assert_eq!(ppl.n_chunks, 107);
     // The forward pass reproduces the reference's arithmetic (hidden states
     // bit for bit); what remains is bookkeeping: the reference sums each
-    // window's NLL in f32 (about ±4e-4 nats of rounding per window), we sum
-    // in f64, and the LM head's summation order differs by ~1e-6 per logit.
+    // window's 255 NLLs in f32 (an ulp of a ~700-1000 nat sum is 6e-5), we
+    // sum in f64, and the LM head's summation order differs by ~1e-6 per
+    // logit. Measured at every kernel level (scalar, AVX2, AVX-512): the
+    // largest per-window difference is 2.1e-4 to 2.8e-4 nats (window 99),
+    // the total NLL is 0.013 nats above the reference's f64 sum of the
+    // windows (perplexity 8.7062888 vs 8.7062846, relative 4.8e-7 to
+    // 5.0e-7). The bounds below leave a margin of about 3.5x and 2x.
     // bitnet.cpp, with its f16 cache, is 3.1e-5 away.
     let chunks = reference["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), ppl.chunk_nll.len());
+    let mut worst = 0.0f64;
     for (i, (got, c)) in ppl.chunk_nll.iter().zip(chunks).enumerate() {
         let want = c["nll_sum"].as_f64().unwrap();
-        assert!(
-            (got - want).abs() < 1.0,
-            "{label} window {i}: {got} vs {want}"
-        );
+        let d = (got - want).abs();
+        worst = worst.max(d);
+        assert!(d < 1e-3, "{label} window {i}: {got} vs {want} (|Δ| {d:e})");
     }
     let rel = (ppl.perplexity - want).abs() / want;
+    eprintln!("{label}: largest per-window |Δnll| {worst:e}, perplexity rel {rel:e}");
     assert!(
-        rel < 1e-4,
+        rel < 1e-6,
         "{label}: perplexity {} vs {want} (rel {rel:e})",
         ppl.perplexity
     );

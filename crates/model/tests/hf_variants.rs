@@ -1,7 +1,9 @@
 //! Hugging Face checkpoint variants built from the fixtures: a sharded
 //! checkpoint (model.safetensors.index.json) and a ternary Llama (no
 //! sub-norms, SwiGLU), whose GGUF conversion must permute Q/K for llama.cpp's
-//! interleaved rotary embedding and still compute the same model.
+//! interleaved rotary embedding and still compute the same model; a packed
+//! `autobitlinear` checkpoint (weight_scale multiplies) and an unknown
+//! `linear_class`.
 
 mod common;
 
@@ -139,5 +141,151 @@ fn ternary_llama_from_hf_and_its_gguf_agree() {
             "{}",
             p["name"]
         );
+    }
+}
+
+/// small-bitnet as an `autobitlinear` checkpoint: the same packed codes, but
+/// each `weight_scale` is the absmean itself (f32 `1 / w` of the original
+/// bf16 reciprocal `w`), which the loader must multiply by instead of
+/// dividing (REFERENCE.md §1.2).
+fn autobitlinear_variant(dir: &Path, linear_class: &str) {
+    let src = repo_fixtures().join("small-bitnet");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut reciprocals: HashMap<String, Vec<u8>> = HashMap::new();
+    for (name, view) in st.tensors() {
+        if name.ends_with(".weight_scale") {
+            assert_eq!(view.dtype(), safetensors::Dtype::BF16, "{name}");
+            let w = half::bf16::from_le_bytes([view.data()[0], view.data()[1]]).to_f32();
+            reciprocals.insert(name, (1.0f32 / w).to_le_bytes().to_vec());
+        }
+    }
+    assert_eq!(reciprocals.len(), 14, "7 projections in each of 2 layers");
+    let views: HashMap<String, safetensors::tensor::TensorView<'_>> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let view = match reciprocals.get(&name) {
+                Some(r) => safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    view.shape().to_vec(),
+                    r,
+                )
+                .unwrap(),
+                None => view,
+            };
+            (name, view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let mut cfg = read_json(&src.join("config.json"));
+    assert_eq!(cfg["quantization_config"]["linear_class"], "bitlinear");
+    cfg["quantization_config"]["linear_class"] = linear_class.into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+}
+
+#[test]
+fn packed_autobitlinear_multiplies_weight_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    autobitlinear_variant(dir.path(), "autobitlinear");
+    let src = repo_fixtures().join("small-bitnet");
+    let pool = ThreadPool::new(2);
+    let original = load(&src);
+    let auto = load(dir.path());
+
+    // The same codes; the multiplier is the reciprocal of the divisor.
+    use bitnet_kernels::ScaleRule;
+    for (l, (a, b)) in original
+        .weights()
+        .layers
+        .iter()
+        .zip(&auto.weights().layers)
+        .enumerate()
+    {
+        for (what, ma, mb) in [
+            ("qkv", &a.qkv, &b.qkv),
+            ("wo", &a.wo, &b.wo),
+            ("gate_up", &a.gate_up, &b.gate_up),
+            ("down", &a.down, &b.down),
+        ] {
+            assert_eq!(ma.rule(), ScaleRule::Divide, "layer {l} {what}");
+            assert_eq!(mb.rule(), ScaleRule::Multiply, "layer {l} {what}");
+            assert_eq!(ma.unpack(), mb.unpack(), "layer {l} {what}: codes");
+            for (sa, sb) in ma.scales().iter().zip(mb.scales()) {
+                assert_eq!(sb.to_bits(), (1.0f32 / sa).to_bits(), "layer {l} {what}");
+            }
+        }
+    }
+
+    // Forward: `acc / s_x · (1/w)` and `acc / (w · s_x)` differ by an ulp or
+    // two per BitLinear output (~1e-7 relative), which reaches the logits
+    // (magnitude ~10) as ~1e-6: 1e-5 max |Δ| leaves a margin of several
+    // times. Where such an ulp moves an activation across an exact .5 tie
+    // (REFERENCE.md §5), an int8 changes by one and the logits move by ~1e-2
+    // (measured on `long` and `multilingual`): those prompts get the
+    // long-prompt criterion (relative L2 below 5e-2, same top-8).
+    let tie_prompts = ["long", "multilingual"];
+    let manifest = read_json(&src.join("reference/manifest.json"));
+    let v = original.hparams().n_vocab;
+    let mut n_tight = 0;
+    for p in manifest["prompts"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let ids = ids(&p["input_ids"]);
+        let a = all_logits(&original, &pool, &ids);
+        let b = all_logits(&auto, &pool, &ids);
+        let (a, b) = (&a[a.len() - v..], &b[b.len() - v..]);
+        let (d, rl2) = (max_abs_diff(b, a), rel_l2(b, a));
+        eprintln!(
+            "autobitlinear {name}: {} tokens, max |Δ| {d:.3e}, rel L2 {rl2:.3e}",
+            ids.len()
+        );
+        if tie_prompts.contains(&name) {
+            assert!(rl2 < 5e-2, "{name}: rel L2 {rl2}");
+        } else {
+            assert!(d < 1e-5, "{name}: max |Δlogit| {d}");
+            n_tight += 1;
+        }
+        if tie_prompts.contains(&name) {
+            // A shift of at most `d` per logit can only swap tokens whose
+            // logits lie within 2·d of each other: the rest of the top-8
+            // must stay.
+            let (ta, tb) = (top_k(a, 8), top_k(b, 8));
+            let a8 = a[ta[7] as usize];
+            for t in ta.iter().filter(|&&t| a[t as usize] > a8 + 2.0 * d) {
+                assert!(tb.contains(t), "{name}: token {t} left the top-8 {tb:?}");
+            }
+            assert_eq!(ta[0], tb[0], "{name}: argmax");
+        } else {
+            assert_eq!(top_k(a, 8), top_k(b, 8), "{name}: top-8");
+        }
+        // The manifest's smallest margin is 0.02, far above these
+        // differences: all 32 greedy tokens agree.
+        assert_eq!(
+            greedy(&original, &pool, &ids, 32),
+            greedy(&auto, &pool, &ids, 32),
+            "{name}: greedy tokens"
+        );
+    }
+    assert_eq!(n_tight, 3);
+}
+
+#[test]
+fn unknown_linear_class_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    autobitlinear_variant(dir.path(), "fancylinear");
+    let opts = LoadOptions {
+        kernels: kernels(),
+        ..LoadOptions::default()
+    };
+    let err = match Model::load(dir.path(), &opts) {
+        Ok(_) => panic!("a checkpoint with linear_class `fancylinear` loaded"),
+        Err(e) => e.to_string(),
+    };
+    for needle in [
+        "config.json",
+        "quantization_config.linear_class",
+        "fancylinear",
+    ] {
+        assert!(err.contains(needle), "error lacks {needle:?}: {err}");
     }
 }

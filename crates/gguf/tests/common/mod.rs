@@ -27,6 +27,12 @@ pub fn shared_fixtures(what: &str) -> Option<PathBuf> {
     };
     if dir.is_dir() {
         Some(dir)
+    } else if std::env::var_os("CI").is_some() {
+        // CI always has them: a skipped proof there would hide a failure.
+        panic!(
+            "shared fixtures not found at {} (set BITNET_SHARED_FIXTURES); CI is set, so {what} must not be skipped",
+            dir.display()
+        );
     } else {
         eprintln!(
             "note: shared fixtures not found at {} (set BITNET_SHARED_FIXTURES); skipping {what}",

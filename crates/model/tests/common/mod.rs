@@ -17,19 +17,27 @@ pub fn repo_fixtures() -> PathBuf {
 
 /// The team's shared fixtures (`BITNET_SHARED_FIXTURES` or `../shared/fixtures`
 /// beside the repository), if present.
+///
+/// Absent, the tests that need them print a note and pass, except when the
+/// `CI` environment variable is set: CI always has the shared fixtures, so
+/// there a missing directory fails the test instead of silently skipping the
+/// proof.
 pub fn shared_fixtures() -> Option<PathBuf> {
     let dir = std::env::var_os("BITNET_SHARED_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
     if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: shared fixtures not found at {}; skipping",
-            dir.display()
-        );
-        None
+        return Some(dir);
     }
+    let note = format!(
+        "shared fixtures not found at {} (set BITNET_SHARED_FIXTURES)",
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{note}; CI is set, so the tests that need them must not be skipped");
+    }
+    eprintln!("note: {note}; skipping");
+    None
 }
 
 /// Reads a little-endian f32 .npy file: (shape, values).
