@@ -208,7 +208,8 @@ pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f3
     }
 }
 
-/// SLEEF's `expf_u10` (the vectorised exp PyTorch's softmax uses).
+/// SLEEF's `expf_u10` (the vectorised exp PyTorch's softmax uses). The
+/// vector twins behind [`crate::ops::exp_sub`] repeat it lane by lane.
 pub fn sleef_expf(d: f32) -> f32 {
     if d.is_nan() {
         return d;
@@ -256,9 +257,8 @@ pub fn softmax(x: &mut [f32], row_len: usize) {
     let max = x
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    for v in x.iter_mut() {
-        *v = sleef_expf(*v - max);
-    }
+    // `sleef_expf(v - max)` for every entry, vectorised (bit for bit).
+    crate::ops::exp_sub(x, max);
     let sum = if row_len < 16 {
         let mut s = x[0];
         for &v in &x[1..] {

@@ -3,9 +3,9 @@
 //! CPU lacks is skipped (and says so).
 //!
 //! Integer kernels (ternary products, activation quantisation, the Q8_0
-//! integer-activation head) must agree bit for bit; float kernels (dense
-//! heads, ops) within a tight relative bound, because they sum in a
-//! different order.
+//! integer-activation head) and the row operations (`ops`, SLEEF's
+//! exponential included) must agree bit for bit; the dense float heads
+//! within a tight relative bound, because they sum in a different order.
 
 use bitnet_kernels::dense::{self, DenseMatrix, DenseType};
 use bitnet_kernels::{
@@ -179,15 +179,6 @@ fn check_q8(isa: Isa, ty: DenseType, rows: usize, cols: usize, n: usize, seed: u
     }
 }
 
-fn close(a: &[f32], b: &[f32], rel: f32, what: &str) {
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= rel * y.abs() + 1e-30,
-            "{what}[{i}]: {x} vs {y}"
-        );
-    }
-}
-
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -232,9 +223,9 @@ fn check_ops(isa: Isa, len: usize, seed: u64) {
     o.relu2_mul(&a, &b, &mut f1);
     ops::scalar::relu2_mul(&a, &b, &mut f2);
     assert_eq!(bits(&f1), bits(&f2), "relu2_mul");
-    o.silu_mul_fast(&a, &b, &mut f1);
+    o.silu_mul(&a, &b, &mut f1);
     ops::scalar::silu_mul(&a, &b, &mut f2);
-    close(&f1, &f2, 3e-6, "silu_mul_fast");
+    assert_eq!(bits(&f1), bits(&f2), "silu_mul");
     let (mut s1, mut s2) = (a.clone(), a.clone());
     if seed.is_multiple_of(5) {
         s1[0] = -1e30;
@@ -242,7 +233,176 @@ fn check_ops(isa: Isa, len: usize, seed: u64) {
     }
     o.softmax_fast(&mut s1);
     ops::scalar::softmax(&mut s2);
-    close(&s1, &s2, 3e-6, "softmax_fast");
+    assert_eq!(bits(&s1), bits(&s2), "softmax_fast");
+    let (mut e1, mut e2) = (a.clone(), a.clone());
+    o.exp_sub(&mut e1, b[0]);
+    ops::scalar::exp_sub(&mut e2, b[0]);
+    assert_eq!(bits(&e1), bits(&e2), "exp_sub");
+    // Rotary: `len` may be odd (the last value is then left alone).
+    let half = len / 2;
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..half).map(|_| (rng.f32(), rng.f32())).unzip();
+    let (mut r1, mut r2) = (a.clone(), a.clone());
+    o.rope_neox(&mut r1, &cos, &sin);
+    ops::scalar::rope_neox(&mut r2, &cos, &sin);
+    assert_eq!(bits(&r1), bits(&r2), "rope_neox");
+    let (mut r1, mut r2) = (a.clone(), a.clone());
+    o.rope_interleaved(&mut r1, &cos, &sin);
+    ops::scalar::rope_interleaved(&mut r2, &cos, &sin);
+    assert_eq!(bits(&r1), bits(&r2), "rope_interleaved");
+    // int8 rows (the q8 KV cache).
+    let (mut q1, mut q2) = (vec![0i8; len], vec![0i8; len]);
+    let (d1, d2) = (
+        o.quantize_i8(&a, &mut q1),
+        ops::scalar::quantize_i8(&a, &mut q2),
+    );
+    assert_eq!((d1.to_bits(), &q1), (d2.to_bits(), &q2), "quantize_i8");
+    let codes: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+    assert_eq!(
+        o.dot_i8(&a, &codes).to_bits(),
+        ops::scalar::dot_i8(&a, &codes).to_bits(),
+        "dot_i8"
+    );
+    let (mut y1, mut y2) = (b.clone(), b.clone());
+    o.axpy_i8(0.37, &codes, &mut y1);
+    ops::scalar::axpy_i8(0.37, &codes, &mut y2);
+    assert_eq!(bits(&y1), bits(&y2), "axpy_i8");
+}
+
+/// Values where SLEEF's `expf` is delicate: zeros, infinities, NaNs,
+/// subnormals, the cut-offs (−104, 100), the overflow and underflow edges,
+/// and the ties of `d · log2 e` (`d ≈ (k + ½) ln 2`), each with neighbours.
+fn exp_edge_values() -> Vec<f32> {
+    let mut centres = vec![
+        0.0f32,
+        -104.0,
+        100.0,
+        88.722_84,
+        -87.336_55,
+        -103.972_08,
+        f32::MIN_POSITIVE,
+        f32::EPSILON,
+        1.0,
+        f32::MAX,
+        f32::from_bits(1),
+    ];
+    for k in -152i32..=147 {
+        centres.push(((f64::from(k) + 0.5) * std::f64::consts::LN_2) as f32);
+    }
+    let mut v = Vec::new();
+    for c in centres {
+        for c in [c, -c] {
+            for u in -16i32..=16 {
+                v.push(f32::from_bits(c.to_bits().wrapping_add_signed(u)));
+            }
+        }
+    }
+    v.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7f80_0001), // signalling
+        f32::from_bits(0xffc1_2345),
+        f32::from_bits(0x807f_ffff),
+        f32::from_bits(0x007f_ffff),
+    ]);
+    v
+}
+
+/// `exp_sub(x, 0)` against `exact::sleef_expf(x - 0)`: `x - 0` is `x` for
+/// every non-NaN `x` (a signalling NaN gets quieted).
+fn check_exp(o: &ops::Ops, xs: &[f32]) {
+    // Multiples of 16 so that every value goes through the vector code.
+    let mut buf = Vec::with_capacity(4096);
+    for chunk in xs.chunks(4096) {
+        buf.clear();
+        buf.extend_from_slice(chunk);
+        buf.resize(chunk.len().next_multiple_of(16), 0.0);
+        o.exp_sub(&mut buf, 0.0);
+        for (&x, &e) in chunk.iter().zip(&buf) {
+            let want = bitnet_kernels::exact::sleef_expf(x - std::hint::black_box(0.0));
+            assert_eq!(
+                e.to_bits(),
+                want.to_bits(),
+                "{}: exp({x:e} = {:#010x}): {e:e} vs {want:e}",
+                o.isa(),
+                x.to_bits()
+            );
+        }
+    }
+}
+
+fn check_exp_sample(isa: Isa) {
+    let Some(o) = ops::Ops::for_isa(isa) else {
+        return;
+    };
+    check_exp(o, &exp_edge_values());
+    // Four million random bit patterns (all exponents)…
+    let mut rng = Rng(0x05ee_de4f);
+    let random: Vec<f32> = (0..1 << 22)
+        .map(|_| f32::from_bits(rng.next() as u32))
+        .collect();
+    check_exp(o, &random);
+    // …and every 61st pattern of the range that does not saturate, both
+    // signs (|x| from 2^-26 to 128: 2 · 8.5M values).
+    let (lo, hi) = (0x3280_0000u32, 0x4300_0000u32);
+    let sweep: Vec<f32> = (lo..hi)
+        .step_by(61)
+        .flat_map(|b| [f32::from_bits(b), f32::from_bits(b | 0x8000_0000)])
+        .collect();
+    check_exp(o, &sweep);
+}
+
+/// `silu_mul` over gates of every magnitude and the special values.
+fn check_silu_wide(isa: Isa) {
+    let Some(o) = ops::Ops::for_isa(isa) else {
+        return;
+    };
+    let mut rng = Rng(0x5111);
+    let mut gate = exp_edge_values();
+    gate.extend((0..1 << 18).map(|_| f32::from_bits(rng.next() as u32)));
+    gate.extend((0..1 << 18).map(|_| rng.f32() * 120.0));
+    gate.resize(gate.len().next_multiple_of(16), 1.0);
+    let up: Vec<f32> = gate.iter().map(|_| rng.f32() * 4.0).collect();
+    let (mut y1, mut y2) = (vec![0f32; gate.len()], vec![0f32; gate.len()]);
+    o.silu_mul(&gate, &up, &mut y1);
+    ops::scalar::silu_mul(&gate, &up, &mut y2);
+    for (i, (a, b)) in y1.iter().zip(&y2).enumerate() {
+        // NaN payloads are not compared: `· u` may take either operand's.
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "{isa}: silu({:e}) · {}: {a:e} vs {b:e}",
+            gate[i],
+            up[i]
+        );
+    }
+}
+
+/// Exact ties of the int8 rounding (half away from zero), saturation of
+/// infinities and NaN, in and beyond the vector blocks.
+fn check_quantize_i8_edges(isa: Isa) {
+    let Some(o) = ops::Ops::for_isa(isa) else {
+        return;
+    };
+    let ties: Vec<f32> = (0..40)
+        .map(|i| match i {
+            0 => 127.0,
+            _ => (i as f32 - 20.0) * 3.0 + 0.5,
+        })
+        .collect();
+    let mut with_nan = ties.clone();
+    with_nan[9] = f32::NAN;
+    let mut with_inf = ties.clone();
+    with_inf[3] = f32::NEG_INFINITY;
+    let zeros = vec![-0.0f32; 19];
+    for x in [ties, with_nan, with_inf, zeros] {
+        let (mut q1, mut q2) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+        let (d1, d2) = (
+            o.quantize_i8(&x, &mut q1),
+            ops::scalar::quantize_i8(&x, &mut q2),
+        );
+        assert_eq!((d1.to_bits(), &q1), (d2.to_bits(), &q2), "{isa}: {x:?}");
+    }
 }
 
 macro_rules! isa_suite {
@@ -296,6 +456,21 @@ macro_rules! isa_suite {
             }
 
             #[test]
+            fn sleef_exp_matches_scalar_bit_for_bit() {
+                check_exp_sample($isa);
+            }
+
+            #[test]
+            fn silu_matches_scalar_everywhere() {
+                check_silu_wide($isa);
+            }
+
+            #[test]
+            fn quantize_i8_edges_match_scalar() {
+                check_quantize_i8_edges($isa);
+            }
+
+            #[test]
             fn ternary_large_shapes() {
                 for (rows, cols, n) in [(640, 2560, 1), (97, 6912, 2), (130, 2560, 13), (33, 1000, 40), (16, 20, 128), (40, 6912, 17), (21, 5003, 7), (35, 12003, 30), (20, 40_000, 1), (17, 33_000, 3), (40, 31_990, 2)] {
                     check_ternary($isa, rows, cols, n, rows as u64 * 31 + n as u64, 2);
@@ -308,6 +483,35 @@ macro_rules! isa_suite {
 isa_suite!(scalar_level, Isa::Scalar);
 isa_suite!(avx2_level, Isa::Avx2);
 isa_suite!(avx512_level, Isa::Avx512);
+
+/// Every f32 bit pattern through each vector exponential (minutes; run
+/// with `--ignored` after touching `sleef_exp`).
+#[test]
+#[ignore]
+fn sleef_exp_exhaustive() {
+    let mut tables: Vec<&ops::Ops> = Isa::available()
+        .into_iter()
+        .filter_map(ops::Ops::for_isa)
+        .filter(|o| o.isa() != Isa::Scalar)
+        .collect();
+    tables.dedup_by_key(|o| o.isa());
+    for o in tables {
+        eprintln!("{}: every f32", o.isa());
+        std::thread::scope(|s| {
+            for part in 0..4u64 {
+                s.spawn(move || {
+                    let (lo, hi) = (part << 30, (part + 1) << 30);
+                    let mut xs = Vec::with_capacity(1 << 20);
+                    for start in (lo..hi).step_by(1 << 20) {
+                        xs.clear();
+                        xs.extend((start..start + (1 << 20)).map(|b| f32::from_bits(b as u32)));
+                        check_exp(o, &xs);
+                    }
+                });
+            }
+        });
+    }
+}
 
 #[test]
 fn every_level_this_cpu_has_is_tested() {

@@ -11,7 +11,8 @@
 //! * **q8**: int8 with one f32 scale per head row (`d = amax / 127`,
 //!   `q = round(x / d)`), a quarter of f32 plus 4 bytes per 128 values. The
 //!   query stays f32; scores are `d · Σ q_i · k_i`, and the value sum adds
-//!   `p · d · v` per position, so no row is ever dequantised into a buffer.
+//!   `p · d · v` per position, so no row is ever dequantised into a buffer
+//!   (the kernels' `quantize_i8`, `dot_i8` and `axpy_i8`).
 //!
 //! A cache is allocated once at its full capacity: appending never
 //! allocates.
@@ -182,7 +183,9 @@ impl KvCache {
                 match store {
                     Store::F32(s) => s[o..o + d].copy_from_slice(src),
                     Store::F16(s) => bitnet_kernels::ops::f32_to_f16(src, &mut s[o..o + d]),
-                    Store::Q8 { q, scale } => scale[row] = quantize_row(src, &mut q[o..o + d]),
+                    Store::Q8 { q, scale } => {
+                        scale[row] = bitnet_kernels::ops::quantize_i8(src, &mut q[o..o + d])
+                    }
                 }
             }
         }
@@ -248,11 +251,11 @@ impl KvCache {
             }
             Store::Q8 { q: kq, scale: ks } => {
                 for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot_i8(q, &kq[base + j * d..][..d]) * (ks[first + j] * scale);
+                    *s = ops::dot_i8(q, &kq[base + j * d..][..d]) * (ks[first + j] * scale);
                 }
             }
         }
-        ops::softmax(scores);
+        ops::softmax_fast(scores);
         out.fill(0.0);
         match &self.v {
             Store::F32(v) => {
@@ -267,45 +270,10 @@ impl KvCache {
             }
             Store::Q8 { q: vq, scale: vs } => {
                 for (j, &p) in scores.iter().enumerate() {
-                    axpy_i8(p * vs[first + j], &vq[base + j * d..][..d], out);
+                    ops::axpy_i8(p * vs[first + j], &vq[base + j * d..][..d], out);
                 }
             }
         }
-    }
-}
-
-/// Quantises one head row to int8; returns its scale.
-fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-    for (o, &v) in q.iter_mut().zip(x) {
-        *o = (v * id).round() as i8;
-    }
-    d
-}
-
-/// `Σ a_i · b_i` with eight partial sums (vectorises).
-fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * f32::from(y[i]);
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for (x, &y) in ar.iter().zip(br) {
-        s += x * f32::from(y);
-    }
-    s
-}
-
-/// `y += a · x` for int8 `x`.
-fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv += a * f32::from(xv);
     }
 }
 
@@ -319,11 +287,14 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
         let mut q = vec![0i8; 128];
-        let d = quantize_row(&x, &mut q);
+        let d = bitnet_kernels::ops::quantize_i8(&x, &mut q);
         for (a, &b) in x.iter().zip(&q) {
             assert!((a - d * f32::from(b)).abs() <= d * 0.5 + 1e-6);
         }
-        assert_eq!(quantize_row(&[0.0; 4], &mut q[..4]), 0.0);
+        assert_eq!(
+            bitnet_kernels::ops::quantize_i8(&[0.0; 4], &mut q[..4]),
+            0.0
+        );
         assert_eq!(&q[..4], &[0; 4]);
     }
 

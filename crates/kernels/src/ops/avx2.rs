@@ -4,11 +4,9 @@
 //! summing loops reproduce the scalar references' eight partial sums
 //! exactly.
 //!
-//! Bit-identical to [`super::scalar`]: `dot`, `axpy`, `rmsnorm`,
-//! `relu2_mul`, `dot_f16`, `axpy_f16`, `f16_to_f32`, `f32_to_f16` (the same
-//! products and sums in the same order, no FMA contraction). `softmax` and
-//! `silu_mul` use [`exp`], a vector exponential within 2 ulp of `f32::exp`
-//! for the arguments they see.
+//! Every function is bit-identical to its [`super::scalar`] reference: the
+//! same products and sums in the same order, FMA only where the reference
+//! has `mul_add` (inside SLEEF's exponential, [`sleef_exp`]).
 
 use std::arch::x86_64::*;
 
@@ -215,42 +213,92 @@ pub(crate) unsafe fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `e^x` for 8 lanes: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `e^r` by its
-/// degree-7 Taylor polynomial (truncation error < 6e-9 relative), `2^n`
-/// built in the exponent field. Arguments below −87.3 give 0 (the scalar
-/// result there is subnormal or 0); above 88.3 they saturate near 2^127.
+/// SLEEF's `expf_u10` on eight lanes: lane for lane the operations of
+/// [`crate::exact::sleef_expf`] (the product `d · log2 e` rounded half to
+/// even, the two-step FMA reduction, the FMA polynomial,
+/// `1 + fma(s·s, u, s)`, the two-factor power of two, then the special
+/// cases), so every lane is bit-identical to it.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-pub(crate) fn exp(x: __m256) -> __m256 {
-    let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.3));
-    let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
-        _mm256_set1_ps(88.3),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
+pub(crate) fn sleef_exp(d: __m256) -> __m256 {
+    let qr = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        d,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
     ));
-    // ln 2 split so that n · LN2_HI is exact.
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
-    let mut p = _mm256_set1_ps(1.0 / 5040.0);
+    // In range |qr| ≤ 151, so the conversion is exact; out-of-range lanes
+    // (NaN, |d| > 100) are replaced below whatever they compute.
+    let q = _mm256_cvttps_epi32(qr);
+    let qf = _mm256_cvtepi32_ps(q);
+    let s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-0.693_145_75), d);
+    let s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-1.428_606_8e-6), s);
+    let mut u = _mm256_set1_ps(0.000_198_527_62);
     for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
+        0.001_393_043_6,
+        0.008_333_361,
+        0.041_666_485,
+        0.166_666_67,
         0.5,
-        1.0,
-        1.0,
     ] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(c));
     }
-    let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    )));
-    _mm256_andnot_ps(tiny, _mm256_mul_ps(p, scale))
+    let u = _mm256_add_ps(
+        _mm256_set1_ps(1.0),
+        _mm256_fmadd_ps(_mm256_mul_ps(s, s), u, s),
+    );
+    let pow2i = |q: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            q,
+            _mm256_set1_epi32(0x7f),
+        )))
+    };
+    let h = _mm256_srai_epi32::<1>(q);
+    let r = _mm256_mul_ps(_mm256_mul_ps(u, pow2i(h)), pow2i(_mm256_sub_epi32(q, h)));
+    let r = _mm256_blendv_ps(
+        r,
+        _mm256_setzero_ps(),
+        _mm256_cmp_ps::<_CMP_LT_OQ>(d, _mm256_set1_ps(-104.0)),
+    );
+    let r = _mm256_blendv_ps(
+        r,
+        _mm256_set1_ps(f32::INFINITY),
+        _mm256_cmp_ps::<_CMP_GT_OQ>(d, _mm256_set1_ps(100.0)),
+    );
+    _mm256_blendv_ps(r, d, _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d))
+}
+
+/// # Safety
+/// The CPU must support AVX2/FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp_sub(x: &mut [f32], m: f32) {
+    let n = x.len();
+    let mv = _mm256_set1_ps(m);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, sleef_exp(_mm256_sub_ps(_mm256_loadu_ps(p), mv)));
+        }
+        i += 8;
+    }
+    for v in &mut x[i..] {
+        *v -= m;
+    }
+    exp_tail(&mut x[i..]);
+}
+
+/// SLEEF's exponential of fewer than 8 values, through one padded vector.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn exp_tail(x: &mut [f32]) {
+    if x.is_empty() {
+        return;
+    }
+    let mut l = [0f32; 8];
+    l[..x.len()].copy_from_slice(x);
+    // SAFETY: `l` holds 8 values.
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), sleef_exp(_mm256_loadu_ps(l.as_ptr()))) };
+    x.copy_from_slice(&l[..x.len()]);
 }
 
 /// # Safety
@@ -258,7 +306,23 @@ pub(crate) fn exp(x: __m256) -> __m256 {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn softmax(x: &mut [f32]) {
     let n = x.len();
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // The maximum is exact in any order; `max_ps(v, m)` returns `m` for a
+    // NaN `v`, as `f32::max` ignores NaN. (Which zero a zero maximum has
+    // cannot change `v - max`'s exponential.)
+    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        mv = _mm256_max_ps(unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) }, mv);
+        i += 8;
+    }
+    let mut l = [0f32; 8];
+    // SAFETY: `l` holds 8 values.
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), mv) };
+    let max = l
+        .iter()
+        .chain(&x[i..])
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mv = _mm256_set1_ps(max);
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
@@ -266,7 +330,7 @@ pub(crate) unsafe fn softmax(x: &mut [f32]) {
         // SAFETY: i + 8 <= n.
         unsafe {
             let p = x.as_mut_ptr().add(i);
-            let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p), mv));
+            let e = sleef_exp(_mm256_sub_ps(_mm256_loadu_ps(p), mv));
             _mm256_storeu_ps(p, e);
             acc = _mm256_add_ps(acc, e);
         }
@@ -274,20 +338,23 @@ pub(crate) unsafe fn softmax(x: &mut [f32]) {
     }
     let mut sum = sum_lanes(acc);
     for v in &mut x[i..] {
-        *v = (*v - max).exp();
-        sum += *v;
+        *v -= max;
     }
-    let inv = _mm256_set1_ps(1.0 / sum);
+    exp_tail(&mut x[i..]);
+    for &v in &x[i..] {
+        sum += v;
+    }
+    let inv = 1.0 / sum;
+    let iv = _mm256_set1_ps(inv);
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: i + 8 <= n.
         unsafe {
             let p = x.as_mut_ptr().add(i);
-            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), inv));
+            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), iv));
         }
         i += 8;
     }
-    let inv = 1.0 / sum;
     for v in &mut x[i..] {
         *v *= inv;
     }
@@ -299,12 +366,14 @@ pub(crate) unsafe fn softmax(x: &mut [f32]) {
 pub(crate) unsafe fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     let n = gate.len().min(up.len()).min(out.len());
     let one = _mm256_set1_ps(1.0);
+    // `-g` flips the sign bit (also of zeros and NaNs), as scalar negation.
+    let sign = _mm256_set1_ps(-0.0);
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: i + 8 <= n <= every length.
         unsafe {
             let g = _mm256_loadu_ps(gate.as_ptr().add(i));
-            let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            let e = sleef_exp(_mm256_xor_ps(g, sign));
             let y = _mm256_mul_ps(
                 _mm256_div_ps(g, _mm256_add_ps(one, e)),
                 _mm256_loadu_ps(up.as_ptr().add(i)),
@@ -313,8 +382,187 @@ pub(crate) unsafe fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
         }
         i += 8;
     }
+    let tail = &mut out[i..n];
+    for (e, &g) in tail.iter_mut().zip(&gate[i..]) {
+        *e = -g;
+    }
+    exp_tail(tail);
+    for ((o, &g), &u) in tail.iter_mut().zip(&gate[i..]).zip(&up[i..]) {
+        *o = g / (1.0 + *o) * u;
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2/FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn rope_neox(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = head.len() / 2;
+    let (lo, hi) = head.split_at_mut(half);
+    let m = half.min(cos.len()).min(sin.len());
+    let sign = _mm256_set1_ps(-0.0);
+    let mut i = 0;
+    while i + 8 <= m {
+        // SAFETY: i + 8 <= m <= every length (`hi` has at least `half`).
+        unsafe {
+            let pa = lo.as_mut_ptr().add(i);
+            let pb = hi.as_mut_ptr().add(i);
+            let (a, b) = (_mm256_loadu_ps(pa), _mm256_loadu_ps(pb));
+            let c = _mm256_loadu_ps(cos.as_ptr().add(i));
+            let s = _mm256_loadu_ps(sin.as_ptr().add(i));
+            // a·c + (−b)·s and b·c + a·s, unfused, as the reference.
+            let na = _mm256_add_ps(
+                _mm256_mul_ps(a, c),
+                _mm256_mul_ps(_mm256_xor_ps(b, sign), s),
+            );
+            let nb = _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s));
+            _mm256_storeu_ps(pa, na);
+            _mm256_storeu_ps(pb, nb);
+        }
+        i += 8;
+    }
+    for j in i..half {
+        let (a, b) = (lo[j], hi[j]);
+        lo[j] = a * cos[j] + -b * sin[j];
+        hi[j] = b * cos[j] + a * sin[j];
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2/FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn rope_interleaved(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = head.len() / 2;
+    let m = half.min(cos.len()).min(sin.len());
+    let mut i = 0;
+    while i + 4 <= m {
+        // SAFETY: i + 4 <= m, so pairs i..i+4 (8 values of `head`) and four
+        // angles are in bounds.
+        unsafe {
+            let p = head.as_mut_ptr().add(2 * i);
+            // x = [a0 b0 a1 b1 …], swapped = [b0 a0 b1 a1 …].
+            let x = _mm256_loadu_ps(p);
+            let swapped = _mm256_permute_ps::<0b1011_0001>(x);
+            let c4 = _mm_loadu_ps(cos.as_ptr().add(i));
+            let s4 = _mm_loadu_ps(sin.as_ptr().add(i));
+            let c = _mm256_set_m128(_mm_unpackhi_ps(c4, c4), _mm_unpacklo_ps(c4, c4));
+            let s = _mm256_set_m128(_mm_unpackhi_ps(s4, s4), _mm_unpacklo_ps(s4, s4));
+            // Even lanes a·c − b·s, odd lanes b·c + a·s, unfused.
+            let y = _mm256_addsub_ps(_mm256_mul_ps(x, c), _mm256_mul_ps(swapped, s));
+            _mm256_storeu_ps(p, y);
+        }
+        i += 4;
+    }
+    for j in i..half {
+        let (a, b) = (head[2 * j], head[2 * j + 1]);
+        head[2 * j] = a * cos[j] - b * sin[j];
+        head[2 * j + 1] = b * cos[j] + a * sin[j];
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2/FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
+    let n = x.len();
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    // The maximum is exact in any order; `max_ps(v, m)` ignores a NaN `v`
+    // as `f32::max` does.
+    let mut mv = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) };
+        mv = _mm256_max_ps(_mm256_and_ps(v, abs), mv);
+        i += 8;
+    }
+    let mut l = [0f32; 8];
+    // SAFETY: `l` holds 8 values.
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), mv) };
+    let amax = l
+        .iter()
+        .fold(0.0f32, |m, &v| m.max(v))
+        .max(x[i..].iter().fold(0.0f32, |m, v| m.max(v.abs())));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let m = n.min(q.len());
+    let idv = _mm256_set1_ps(id);
+    let half = _mm256_set1_ps(0.5);
+    let sign = _mm256_set1_ps(-0.0);
+    let one = _mm256_set1_ps(1.0);
+    let top = _mm256_set1_ps(127.0);
+    let mut i = 0;
+    while i + 8 <= m {
+        // SAFETY: i + 8 <= m <= both lengths; 8 codes are 8 bytes.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), idv);
+            // Half away from zero (`f32::round`): truncate, then step away
+            // from zero when the (exact) fraction is at least one half.
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+            let away = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_and_ps(_mm256_sub_ps(v, t), abs), half);
+            let step = _mm256_and_ps(away, _mm256_or_ps(one, _mm256_and_ps(v, sign)));
+            let r = _mm256_add_ps(t, step);
+            // `as i8`: NaN to 0, saturate (the packs saturate below −128;
+            // values ≥ 2^31 would convert to i32::MIN, so clamp them first).
+            let r = _mm256_min_ps(_mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r)), top);
+            let w = _mm256_cvtps_epi32(r);
+            let w16 = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+            _mm_storel_epi64(q.as_mut_ptr().add(i).cast(), _mm_packs_epi16(w16, w16));
+        }
+        i += 8;
+    }
+    for j in i..m {
+        q[j] = (x[j] * id).round() as i8;
+    }
+    d
+}
+
+/// # Safety
+/// The CPU must support AVX2/FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n <= both lengths; 8 codes are 8 bytes.
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    b.as_ptr().add(i).cast(),
+                ))),
+            )
+        };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        i += 8;
+    }
+    let mut s = sum_lanes(acc);
+    while i < n {
+        s += a[i] * f32::from(b[i]);
+        i += 1;
+    }
+    s
+}
+
+/// # Safety
+/// The CPU must support AVX2/FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n <= both lengths; 8 codes are 8 bytes.
+        unsafe {
+            let p = y.as_mut_ptr().add(i);
+            let xv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                x.as_ptr().add(i).cast(),
+            )));
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(av, xv)));
+        }
+        i += 8;
+    }
     for j in i..n {
-        let g = gate[j];
-        out[j] = g / (1.0 + (-g).exp()) * up[j];
+        y[j] += a * f32::from(x[j]);
     }
 }

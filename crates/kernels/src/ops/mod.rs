@@ -1,6 +1,6 @@
 //! Elementwise and row operations on f32 vectors: RMSNorm, rotary position
-//! embedding, softmax, the FFN activations, and the dot/axpy/f16 helpers of
-//! attention over the KV cache.
+//! embedding, softmax, the FFN activations, and the dot/axpy/f16/int8
+//! helpers of attention over the KV cache.
 //!
 //! The free functions ([`dot`], [`rmsnorm`], …) run the SIMD version of the
 //! level chosen once per process (`BITNET_KERNEL`, else the best the CPU
@@ -9,10 +9,12 @@
 //! module holds the references. Every SIMD version is bit-identical to its
 //! reference: a flipped rounding tie in the next activation quantisation
 //! moves logits by ~0.04, which the model's reference tests (rightly)
-//! reject. That is why [`softmax`] and [`silu_mul`] keep libm's `expf`;
-//! [`softmax_fast`] and [`silu_mul_fast`] use a vector exponential within
-//! 2 ulp of it (see `avx2::exp`), ~5× faster, for callers that accept
-//! that. Rotary embedding stays scalar: it touches only the Q and K heads.
+//! reject. The exponential everywhere ([`softmax_fast`], [`silu_mul`],
+//! [`exp_sub`], hence [`crate::exact::softmax`]) is SLEEF's `expf_u10`, the
+//! one PyTorch's vectorised CPU kernels use ([`crate::exact::sleef_expf`]);
+//! its vector twins repeat its operations lane by lane. Both rotary layouts
+//! are vectorised (unfused products, as the references). The AVX-512 level
+//! runs the AVX2 row operations.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -24,7 +26,7 @@ use half::f16;
 
 use crate::isa::Isa;
 
-pub use scalar::{rope_cos_sin, rope_interleaved, rope_inv_freq, rope_neox};
+pub use scalar::{rope_cos_sin, rope_inv_freq};
 
 /// The row operations of one ISA level.
 #[derive(Debug)]
@@ -36,10 +38,16 @@ pub struct Ops {
     axpy_f16: unsafe fn(f32, &[f16], &mut [f32]),
     f16_to_f32: unsafe fn(&[f16], &mut [f32]),
     f32_to_f16: unsafe fn(&[f32], &mut [f16]),
+    quantize_i8: unsafe fn(&[f32], &mut [i8]) -> f32,
+    dot_i8: unsafe fn(&[f32], &[i8]) -> f32,
+    axpy_i8: unsafe fn(f32, &[i8], &mut [f32]),
     rmsnorm: unsafe fn(&[f32], &[f32], f32, &mut [f32]),
+    rope_neox: unsafe fn(&mut [f32], &[f32], &[f32]),
+    rope_interleaved: unsafe fn(&mut [f32], &[f32], &[f32]),
+    exp_sub: unsafe fn(&mut [f32], f32),
     softmax_fast: unsafe fn(&mut [f32]),
     relu2_mul: unsafe fn(&[f32], &[f32], &mut [f32]),
-    silu_mul_fast: unsafe fn(&[f32], &[f32], &mut [f32]),
+    silu_mul: unsafe fn(&[f32], &[f32], &mut [f32]),
 }
 
 static SCALAR: Ops = Ops {
@@ -50,10 +58,16 @@ static SCALAR: Ops = Ops {
     axpy_f16: scalar::axpy_f16,
     f16_to_f32: scalar::f16_to_f32,
     f32_to_f16: scalar::f32_to_f16,
+    quantize_i8: scalar::quantize_i8,
+    dot_i8: scalar::dot_i8,
+    axpy_i8: scalar::axpy_i8,
     rmsnorm: scalar::rmsnorm,
+    rope_neox: scalar::rope_neox,
+    rope_interleaved: scalar::rope_interleaved,
+    exp_sub: scalar::exp_sub,
     softmax_fast: scalar::softmax,
     relu2_mul: scalar::relu2_mul,
-    silu_mul_fast: scalar::silu_mul,
+    silu_mul: scalar::silu_mul,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -65,10 +79,16 @@ static AVX2: Ops = Ops {
     axpy_f16: avx2::axpy_f16,
     f16_to_f32: avx2::f16_to_f32,
     f32_to_f16: avx2::f32_to_f16,
+    quantize_i8: avx2::quantize_i8,
+    dot_i8: avx2::dot_i8,
+    axpy_i8: avx2::axpy_i8,
     rmsnorm: avx2::rmsnorm,
+    rope_neox: avx2::rope_neox,
+    rope_interleaved: avx2::rope_interleaved,
+    exp_sub: avx2::exp_sub,
     softmax_fast: avx2::softmax,
     relu2_mul: avx2::relu2_mul,
-    silu_mul_fast: avx2::silu_mul,
+    silu_mul: avx2::silu_mul,
 };
 
 impl Ops {
@@ -134,14 +154,40 @@ impl Ops {
         // SAFETY: see `dot`.
         unsafe { (self.f32_to_f16)(src, dst) }
     }
+    /// See [`quantize_i8`].
+    pub fn quantize_i8(&self, x: &[f32], q: &mut [i8]) -> f32 {
+        // SAFETY: see `dot`.
+        unsafe { (self.quantize_i8)(x, q) }
+    }
+    /// See [`dot_i8`].
+    pub fn dot_i8(&self, a: &[f32], b: &[i8]) -> f32 {
+        // SAFETY: see `dot`.
+        unsafe { (self.dot_i8)(a, b) }
+    }
+    /// See [`axpy_i8`].
+    pub fn axpy_i8(&self, a: f32, x: &[i8], y: &mut [f32]) {
+        // SAFETY: see `dot`.
+        unsafe { (self.axpy_i8)(a, x, y) }
+    }
     /// See [`rmsnorm`].
     pub fn rmsnorm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.rmsnorm)(x, w, eps, out) }
     }
-    /// See [`softmax`] (the same at every level).
-    pub fn softmax(&self, x: &mut [f32]) {
-        scalar::softmax(x)
+    /// See [`rope_neox`].
+    pub fn rope_neox(&self, head: &mut [f32], cos: &[f32], sin: &[f32]) {
+        // SAFETY: see `dot`.
+        unsafe { (self.rope_neox)(head, cos, sin) }
+    }
+    /// See [`rope_interleaved`].
+    pub fn rope_interleaved(&self, head: &mut [f32], cos: &[f32], sin: &[f32]) {
+        // SAFETY: see `dot`.
+        unsafe { (self.rope_interleaved)(head, cos, sin) }
+    }
+    /// See [`exp_sub`].
+    pub fn exp_sub(&self, x: &mut [f32], m: f32) {
+        // SAFETY: see `dot`.
+        unsafe { (self.exp_sub)(x, m) }
     }
     /// See [`softmax_fast`].
     pub fn softmax_fast(&self, x: &mut [f32]) {
@@ -153,14 +199,10 @@ impl Ops {
         // SAFETY: see `dot`.
         unsafe { (self.relu2_mul)(gate, up, out) }
     }
-    /// See [`silu_mul`] (the same at every level).
+    /// See [`silu_mul`].
     pub fn silu_mul(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
-        scalar::silu_mul(gate, up, out)
-    }
-    /// See [`silu_mul_fast`].
-    pub fn silu_mul_fast(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
         // SAFETY: see `dot`.
-        unsafe { (self.silu_mul_fast)(gate, up, out) }
+        unsafe { (self.silu_mul)(gate, up, out) }
     }
 }
 
@@ -202,13 +244,45 @@ pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
     Ops::active().f32_to_f16(src, dst)
 }
 
-/// In-place softmax (libm `expf`, sequential sum: bit-identical everywhere).
-pub fn softmax(x: &mut [f32]) {
-    scalar::softmax(x)
+/// Quantises a row to int8 (the q8 KV cache): `d = amax / 127`,
+/// `q_i = round(x_i · (1 / d))` half away from zero; returns `d`.
+pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
+    Ops::active().quantize_i8(x, q)
 }
 
-/// In-place softmax with a vector exponential (within 2 ulp of `expf`) and
-/// eight-lane sums: not bit-identical to [`softmax`].
+/// Dot product of f32 with int8 values, summed as [`dot`].
+pub fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    Ops::active().dot_i8(a, b)
+}
+
+/// `y += a · x` with int8 `x`.
+pub fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
+    Ops::active().axpy_i8(a, x, y)
+}
+
+/// NeoX / rotate-half rotary embedding of one head (element `i` pairs with
+/// `i + d/2`): the layout every loaded model runs (GGUF llama Q/K rows are
+/// un-permuted into it at load).
+pub fn rope_neox(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    Ops::active().rope_neox(head, cos, sin)
+}
+
+/// Original (GPT-J / llama.cpp "norm") rotary embedding of one head:
+/// elements `2i` and `2i+1` form a pair (synthetic models built with that
+/// style only).
+pub fn rope_interleaved(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    Ops::active().rope_interleaved(head, cos, sin)
+}
+
+/// `x_i = e^(x_i - m)` with SLEEF's `expf_u10` ([`crate::exact::sleef_expf`],
+/// bit for bit).
+pub fn exp_sub(x: &mut [f32], m: f32) {
+    Ops::active().exp_sub(x, m)
+}
+
+/// In-place softmax with SLEEF's `expf_u10` and eight-lane sums (see
+/// [`scalar::softmax`]): fast, the same at every level, but not the
+/// reference's summation order ([`crate::exact::softmax`]).
 pub fn softmax_fast(x: &mut [f32]) {
     Ops::active().softmax_fast(x)
 }
@@ -218,12 +292,9 @@ pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     Ops::active().relu2_mul(gate, up, out)
 }
 
-/// SiLU of the gate times the up projection (SwiGLU), with libm `expf`.
+/// SiLU of the gate times the up projection (SwiGLU):
+/// `g / (1 + e^-g) · u` with SLEEF's `expf_u10`, as PyTorch's vectorised
+/// `silu` then the product.
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    scalar::silu_mul(gate, up, out)
-}
-
-/// [`silu_mul`] with a vector exponential (within 2 ulp of `expf`).
-pub fn silu_mul_fast(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    Ops::active().silu_mul_fast(gate, up, out)
+    Ops::active().silu_mul(gate, up, out)
 }

@@ -2,6 +2,8 @@
 //! Portable Rust; the summing loops keep eight partial sums, which the
 //! SIMD versions reproduce lane for lane.
 
+use crate::exact::sleef_expf;
+
 /// `out_i = w_i · (x_i / sqrt(mean(x²) + eps))`, computed as transformers'
 /// `LlamaRMSNorm` does (`x · rsqrt(var + eps)`, then the weight).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -35,17 +37,35 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// In-place softmax.
+/// In-place softmax: `e^(x_i - max)` by SLEEF's `expf_u10`
+/// ([`crate::exact::sleef_expf`]), summed with eight partial sums (lane `j`
+/// takes the elements `≡ j mod 8` of the whole blocks of eight, then the
+/// lanes in order, then the tail), then multiplied by `1 / sum`.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
+    let mut acc = [0f32; 8];
+    let mut blocks = x.chunks_exact_mut(8);
+    for b in &mut blocks {
+        for (a, v) in acc.iter_mut().zip(b) {
+            *v = sleef_expf(*v - max);
+            *a += *v;
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for v in blocks.into_remainder() {
+        *v = sleef_expf(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// `x_i = e^(x_i - m)` by SLEEF's `expf_u10` ([`crate::exact::sleef_expf`]).
+pub fn exp_sub(x: &mut [f32], m: f32) {
+    for v in x.iter_mut() {
+        *v = sleef_expf(*v - m);
     }
 }
 
@@ -97,10 +117,53 @@ pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// SiLU of the gate times the up projection (SwiGLU).
+/// SiLU of the gate times the up projection (SwiGLU), as PyTorch's
+/// vectorised `silu` computes it: `g / (1 + e^-g)` with SLEEF's `expf_u10`,
+/// then `· u`.
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + (-g).exp()) * u;
+        *o = g / (1.0 + sleef_expf(-g)) * u;
+    }
+}
+
+/// Quantises a row to int8 with one scale: `d = amax / 127`,
+/// `q_i = round(x_i / d)` computed as `x_i · (1 / d)` and rounded half away
+/// from zero (`f32::round`), saturating, NaN to 0. Returns `d` (0 for a zero
+/// row, whose codes are all 0). `amax` covers all of `x`; `min(len)` codes
+/// are written.
+pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = (v * id).round() as i8;
+    }
+    d
+}
+
+/// Dot product of f32 with int8 values, eight partial sums as [`dot`].
+pub fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for j in 0..8 {
+            acc[j] += a[i + j] * f32::from(b[i + j]);
+        }
+        i += 8;
+    }
+    let mut s = acc.iter().sum::<f32>();
+    while i < n {
+        s += a[i] * f32::from(b[i]);
+        i += 1;
+    }
+    s
+}
+
+/// `y += a · x` with int8 `x`.
+pub fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * f32::from(xv);
     }
 }
 
