@@ -2,12 +2,15 @@
 //! load time and memory without downloading a model:
 //!
 //! ```text
-//! cargo run --release -p bitnet-model --example random_gguf -- 2b4t /tmp/2b4t-i2_s.gguf [f16|q8_0|q6_k]
+//! cargo run --release -p bitnet-engine --example random_gguf -- 2b4t /tmp/2b4t-i2_s.gguf [f16|q8_0|q6_k] [TOKENIZER_DIR]
 //! ```
 //!
 //! The file has the official 2B-4T GGUF's layout (I2_S projections with a
 //! per-tensor scale, F32 norms, an F16 tied embedding unless another head
-//! type is given) but no tokenizer: `bitnet bench -m FILE` runs it.
+//! type is given). Without a tokenizer `bitnet bench -m FILE` runs it; given
+//! a Hugging Face directory with a `tokenizer.json` of the shape's vocabulary
+//! size (the Llama 3 one of `../shared/fixtures/tiny-bitnet` for 2b4t), its
+//! vocabulary is written too, so `bitnet run` and `bitnet serve` can use it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,6 +19,7 @@ use bitnet_gguf::ternary::encode_i2s;
 use bitnet_gguf::{GgmlType, GgufWriter, Value};
 use bitnet_kernels::DenseType;
 use bitnet_model::random::Shape;
+use bitnet_tokenizer::Tokenizer;
 use half::f16;
 use rayon::prelude::*;
 
@@ -80,7 +84,7 @@ fn ggml(ty: DenseType) -> GgmlType {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: random_gguf SHAPE OUT.gguf [f16|q8_0|q6_k]");
+        eprintln!("usage: random_gguf SHAPE OUT.gguf [f16|q8_0|q6_k] [TOKENIZER_DIR]");
         std::process::exit(2);
     }
     let shape = Shape::from_name(&args[1]).ok_or("unknown shape")?;
@@ -102,6 +106,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Value::String(format!("random {}", shape.name())),
     );
     bitnet_model::convert::write_hparams(md, &hp);
+    if let Some(dir) = args.get(4).map(PathBuf::from) {
+        let tokenizer = Tokenizer::from_hf_dir(&dir)?;
+        if tokenizer.vocab_size() != hp.n_vocab {
+            return Err(format!(
+                "{} has {} tokens but the {} shape has {}",
+                dir.display(),
+                tokenizer.vocab_size(),
+                shape.name(),
+                hp.n_vocab
+            )
+            .into());
+        }
+        let json = std::fs::read(dir.join("tokenizer.json"))?;
+        bitnet_engine::convert::write_vocab(&tokenizer.to_gguf_vocab(&json)?, md);
+    }
     let d = hp.n_embd;
     let embd_ty = if hp.tied_embeddings {
         head
