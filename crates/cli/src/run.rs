@@ -81,10 +81,11 @@ impl SamplingArgs {
     }
 }
 
-/// Output format of `run`.
+/// Output format of `run` and `perplexity`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// The prompt and the generated text, streamed.
+    /// Plain text for people (`run`: the prompt and the generated text,
+    /// streamed).
     Text,
     /// One JSON object at the end.
     Json,
