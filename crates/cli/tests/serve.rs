@@ -172,29 +172,6 @@ fn finish_reason(stop_reason: &Value) -> &'static str {
     }
 }
 
-/// Text and finish reason of an SSE completion/chat stream.
-fn stream_text(data: &[String]) -> (String, Option<String>) {
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let mut text = String::new();
-    let mut finish = None;
-    for d in &data[..data.len() - 1] {
-        let c: Value = serde_json::from_str(d).expect("chunk JSON");
-        assert!(c.get("error").is_none(), "{c}");
-        if let Some(choice) = c["choices"].get(0) {
-            text.push_str(
-                choice["text"]
-                    .as_str()
-                    .or(choice["delta"]["content"].as_str())
-                    .unwrap_or(""),
-            );
-            if let Some(f) = choice["finish_reason"].as_str() {
-                finish = Some(f.to_string());
-            }
-        }
-    }
-    (text, finish)
-}
-
 /// A loopback address other than the default, to see `--host` obeyed.
 fn host() -> &'static str {
     if cfg!(target_os = "linux") {
@@ -244,7 +221,7 @@ fn serve_answers_like_bitnet_run_and_obeys_host_ctx_and_parallel() {
         assert_eq!(r.status, 200, "{}", r.text());
         let (text, finish, usage) = if stream {
             let data = r.sse_data();
-            let (text, finish) = stream_text(&data);
+            let (text, finish) = wire::stream_text(&data);
             let last: Value = serde_json::from_str(&data[data.len() - 2]).expect("usage chunk");
             (text, finish, last["usage"].clone())
         } else {
@@ -434,7 +411,7 @@ fn serve_runs_parallel_slots_queues_the_rest_and_ends_streams_on_sigint() {
     for (name, reader, seen) in [("a", &mut a, before_a), ("b", &mut b, Vec::new())] {
         let mut data = seen;
         data.extend(read_rest(reader));
-        let (text, finish) = stream_text(&data);
+        let (text, finish) = wire::stream_text(&data);
         assert!(!text.is_empty(), "stream {name}");
         // Cut short by the shutdown ("stop"), not run to its 4000 tokens.
         assert_eq!(finish.as_deref(), Some("stop"), "stream {name}");

@@ -10,30 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::http;
 use common::{TestServer, greedy};
-use serde_json::{Value, json};
-
-/// Concatenated text of an SSE completion/chat stream, and its finish reason.
-fn stream_text(data: &[String]) -> (String, Option<String>) {
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let mut text = String::new();
-    let mut finish = None;
-    for d in &data[..data.len() - 1] {
-        let c: Value = serde_json::from_str(d).expect("chunk JSON");
-        assert!(c.get("error").is_none(), "{c}");
-        if let Some(choice) = c["choices"].get(0) {
-            text.push_str(
-                choice["text"]
-                    .as_str()
-                    .or(choice["delta"]["content"].as_str())
-                    .unwrap_or(""),
-            );
-            if let Some(f) = choice["finish_reason"].as_str() {
-                finish = Some(f.to_string());
-            }
-        }
-    }
-    (text, finish)
-}
+use serde_json::json;
 
 fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
     let text = http::get(addr, "/metrics").text();
@@ -82,7 +59,7 @@ fn sixteen_concurrent_streams_match_single_sequence_runs() {
     for (i, h) in handles.into_iter().enumerate() {
         let r = h.join().expect("client thread");
         assert_eq!(r.status, 200, "{}", r.text());
-        let (text, finish) = stream_text(&r.sse_data());
+        let (text, finish) = http::stream_text(&r.sse_data());
         assert_eq!(
             text, want[i].0,
             "stream {i} differs from its single-sequence run"
@@ -185,7 +162,7 @@ fn shutdown_ends_running_streams_cleanly() {
     let r = client.join().expect("client");
     assert_eq!(r.status, 200);
     let data = r.sse_data();
-    let (text, finish) = stream_text(&data);
+    let (text, finish) = http::stream_text(&data);
     assert!(!text.is_empty());
     assert_eq!(finish.as_deref(), Some("stop"), "cancelled at shutdown");
     // New connections are refused once the server has stopped.

@@ -50,6 +50,30 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Concatenated text of an SSE completion/chat stream's payloads (which must
+/// end with `[DONE]` and carry no error), and its finish reason.
+pub fn stream_text(data: &[String]) -> (String, Option<String>) {
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let mut text = String::new();
+    let mut finish = None;
+    for d in &data[..data.len() - 1] {
+        let c: serde_json::Value = serde_json::from_str(d).expect("chunk JSON");
+        assert!(c.get("error").is_none(), "{c}");
+        if let Some(choice) = c["choices"].get(0) {
+            text.push_str(
+                choice["text"]
+                    .as_str()
+                    .or(choice["delta"]["content"].as_str())
+                    .unwrap_or(""),
+            );
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+    }
+    (text, finish)
+}
+
 /// Opens a connection and sends a request (with `Connection: close`).
 pub fn send(
     addr: SocketAddr,
