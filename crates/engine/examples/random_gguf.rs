@@ -18,6 +18,7 @@ use std::time::Instant;
 use bitnet_gguf::ternary::encode_i2s;
 use bitnet_gguf::{GgmlType, GgufWriter, Value};
 use bitnet_kernels::DenseType;
+use bitnet_model::convert::dense_ggml;
 use bitnet_model::random::Shape;
 use bitnet_tokenizer::Tokenizer;
 use half::f16;
@@ -71,16 +72,6 @@ fn dense(seed: u64, ty: DenseType, rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
-fn ggml(ty: DenseType) -> GgmlType {
-    match ty {
-        DenseType::F32 => GgmlType::F32,
-        DenseType::F16 => GgmlType::F16,
-        DenseType::BF16 => GgmlType::BF16,
-        DenseType::Q8_0 => GgmlType::Q8_0,
-        DenseType::Q6K => GgmlType::Q6_K,
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -130,14 +121,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     w.add_tensor(
         "token_embd.weight",
         vec![d as u64, hp.n_vocab as u64],
-        ggml(embd_ty),
+        dense_ggml(embd_ty),
         dense(1, embd_ty, hp.n_vocab, d),
     )?;
     if !hp.tied_embeddings {
         w.add_tensor(
             "output.weight",
             vec![d as u64, hp.n_vocab as u64],
-            ggml(head),
+            dense_ggml(head),
             dense(2, head, hp.n_vocab, d),
         )?;
     }

@@ -247,7 +247,8 @@ pub fn write_hparams(md: &mut Metadata, hp: &HParams) {
     md.insert(key("rope.freq_base"), Value::F32(hp.rope_theta));
 }
 
-fn dense_ggml(ty: DenseType) -> GgmlType {
+/// The GGUF tensor type of a dense matrix format.
+pub fn dense_ggml(ty: DenseType) -> GgmlType {
     match ty {
         DenseType::F32 => GgmlType::F32,
         DenseType::F16 => GgmlType::F16,
