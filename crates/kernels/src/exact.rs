@@ -254,11 +254,17 @@ fn tree16(mut v: [f32; 16]) -> f32 {
 /// `row_len` is the reference's full row length (the sequence length); the
 /// masked entries past `x.len()` contribute exact zeros.
 pub fn softmax(x: &mut [f32], row_len: usize) {
+    softmax_with(crate::ops::Ops::active(), x, row_len)
+}
+
+/// [`softmax`] with the exponentials of a given level's row operations
+/// (bit-identical at every level).
+pub fn softmax_with(ops: &crate::ops::Ops, x: &mut [f32], row_len: usize) {
     let max = x
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     // `sleef_expf(v - max)` for every entry, vectorised (bit for bit).
-    crate::ops::exp_sub(x, max);
+    ops.exp_sub(x, max);
     let sum = if row_len < 16 {
         let mut s = x[0];
         for &v in &x[1..] {

@@ -24,7 +24,7 @@
 
 use std::sync::Mutex;
 
-use bitnet_kernels::{Q8Acts, QuantizedActs, TernaryMatrix, ops};
+use bitnet_kernels::{Q8Acts, QuantizedActs, TernaryMatrix};
 use bitnet_threads::ThreadPool;
 
 use crate::Model;
@@ -134,6 +134,8 @@ impl Model {
         let hp = &self.hparams;
         let w = &self.weights;
         let k = self.kernels;
+        // The row operations of the same level as the matrix kernels.
+        let ops = k.ops();
         let n = batch.len();
         let d = hp.n_embd;
         let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim);
@@ -241,7 +243,7 @@ impl Model {
                 per_token(pool, n, |t| {
                     // SAFETY: token t is visited once; row t is its own.
                     let o = unsafe { out.row(t) };
-                    ops::rmsnorm(&x[t * d..][..d], &lw.attn_norm, eps, o);
+                    ops.rmsnorm(&x[t * d..][..d], &lw.attn_norm, eps, o);
                 });
             }
             matmul(&lw.qkv, xn, d, acts, qkv);
@@ -254,15 +256,21 @@ impl Model {
                     let (c, s) = (&cos[t * half..][..half], &sin[t * half..][..half]);
                     for head in row[..qd + kvd].chunks_exact_mut(hd) {
                         match hp.rope_style {
-                            RopeStyle::Neox => ops::rope_neox(head, c, s),
-                            RopeStyle::Interleaved => ops::rope_interleaved(head, c, s),
+                            RopeStyle::Neox => ops.rope_neox(head, c, s),
+                            RopeStyle::Interleaved => ops.rope_interleaved(head, c, s),
                         }
                     }
                 });
             }
             for (t, bt) in batch.iter().enumerate() {
                 let row = &qkv[t * stride..(t + 1) * stride];
-                caches[bt.seq].store_token(l, positions[t], &row[qd..qd + kvd], &row[qd + kvd..]);
+                caches[bt.seq].store_token(
+                    ops,
+                    l,
+                    positions[t],
+                    &row[qd..qd + kvd],
+                    &row[qd + kvd..],
+                );
             }
             {
                 let caches = &*caches;
@@ -287,7 +295,7 @@ impl Model {
                         // SAFETY: item (t, h) is claimed by exactly one thread,
                         // and row `item` of `attn` (t * n_head + h) belongs to it.
                         let o = unsafe { out.row(item) };
-                        cache.attend(l, h / group, pos, seq_len, q, att_scale, &mut buf, o);
+                        cache.attend(ops, l, h / group, pos, seq_len, q, att_scale, &mut buf, o);
                     }
                 });
             }
@@ -297,7 +305,7 @@ impl Model {
                     per_token(pool, n, |t| {
                         // SAFETY: token t is visited once; row t is its own.
                         let o = unsafe { out.row(t) };
-                        ops::rmsnorm(&attn[t * qd..][..qd], norm, eps, o);
+                        ops.rmsnorm(&attn[t * qd..][..qd], norm, eps, o);
                     });
                     xn
                 }
@@ -318,7 +326,7 @@ impl Model {
                     for (xv, pv) in xr.iter_mut().zip(&proj[t * d..][..d]) {
                         *xv += pv;
                     }
-                    ops::rmsnorm(xr, &lw.ffn_norm, eps, o);
+                    ops.rmsnorm(xr, &lw.ffn_norm, eps, o);
                 });
             }
             matmul(&lw.gate_up, xn, d, acts, gate_up);
@@ -331,14 +339,14 @@ impl Model {
                     let (gu, o) = unsafe { (gu.row(t), out.row(t)) };
                     let (g, u) = gu.split_at_mut(f);
                     match hp.ffn_act {
-                        FfnAct::Relu2 => ops::relu2_mul(g, u, o),
-                        FfnAct::Silu => ops::silu_mul(g, u, o),
+                        FfnAct::Relu2 => ops.relu2_mul(g, u, o),
+                        FfnAct::Silu => ops.silu_mul(g, u, o),
                     }
                     if let Some(norm) = sub_norm {
                         // The gate half is free now: keep the activation there
                         // and write its norm back.
                         g.copy_from_slice(o);
-                        ops::rmsnorm(g, norm, eps, o);
+                        ops.rmsnorm(g, norm, eps, o);
                     }
                 });
             }
@@ -371,7 +379,7 @@ impl Model {
             per_token(pool, m, |i| {
                 // SAFETY: index i is visited once; row i is its own.
                 let o = unsafe { out.row(i) };
-                ops::rmsnorm(&x[wanted[i] * d..][..d], &w.output_norm, eps, o);
+                ops.rmsnorm(&x[wanted[i] * d..][..d], &w.output_norm, eps, o);
             });
         }
         trace(Tap::FinalNorm, head_in);

@@ -18,6 +18,7 @@
 //! allocates.
 
 use bitnet_kernels::exact;
+use bitnet_kernels::ops::Ops;
 use half::f16;
 
 use crate::config::HParams;
@@ -170,7 +171,14 @@ impl KvCache {
 
     /// Stores the keys and values of every KV head of one token at `pos`
     /// (`k` and `v` are `n_head_kv · head_dim` values).
-    pub(crate) fn store_token(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+    pub(crate) fn store_token(
+        &mut self,
+        ops: &Ops,
+        layer: usize,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    ) {
         debug_assert!(layer < self.n_layer && pos < self.capacity);
         let d = self.head_dim;
         for h in 0..self.n_head_kv {
@@ -182,10 +190,8 @@ impl KvCache {
                 let o = row * d;
                 match store {
                     Store::F32(s) => s[o..o + d].copy_from_slice(src),
-                    Store::F16(s) => bitnet_kernels::ops::f32_to_f16(src, &mut s[o..o + d]),
-                    Store::Q8 { q, scale } => {
-                        scale[row] = bitnet_kernels::ops::quantize_i8(src, &mut q[o..o + d])
-                    }
+                    Store::F16(s) => ops.f32_to_f16(src, &mut s[o..o + d]),
+                    Store::Q8 { q, scale } => scale[row] = ops.quantize_i8(src, &mut q[o..o + d]),
                 }
             }
         }
@@ -205,6 +211,7 @@ impl KvCache {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         &self,
+        ops: &Ops,
         layer: usize,
         head: usize,
         pos: usize,
@@ -214,7 +221,6 @@ impl KvCache {
         scores: &mut [f32],
         out: &mut [f32],
     ) {
-        use bitnet_kernels::ops;
         let d = self.head_dim;
         let first = self.row_index(layer, head, 0);
         let base = first * d;
@@ -225,7 +231,7 @@ impl KvCache {
             for (j, s) in scores.iter_mut().enumerate() {
                 *s = exact::score(q, &k[base + j * d..][..d], kind) * scale;
             }
-            exact::softmax(scores, seq_len);
+            exact::softmax_with(ops, scores, seq_len);
             out.fill(0.0);
             let fma = exact::output_kind(seq_len) == exact::Accumulate::Fma;
             for (j, &p) in scores.iter().enumerate() {
@@ -233,7 +239,7 @@ impl KvCache {
                 if fma {
                     exact::axpy_fma(p, row, out);
                 } else {
-                    ops::axpy(p, row, out);
+                    ops.axpy(p, row, out);
                 }
             }
             return;
@@ -241,36 +247,36 @@ impl KvCache {
         match &self.k {
             Store::F32(k) => {
                 for (j, s) in scores.iter_mut().enumerate() {
-                    *s = ops::dot(q, &k[base + j * d..][..d]) * scale;
+                    *s = ops.dot(q, &k[base + j * d..][..d]) * scale;
                 }
             }
             Store::F16(k) => {
                 for (s, row) in scores.iter_mut().zip(k[base..].chunks_exact(d)) {
-                    *s = ops::dot_f16(q, row) * scale;
+                    *s = ops.dot_f16(q, row) * scale;
                 }
             }
             Store::Q8 { q: kq, scale: ks } => {
                 for (j, s) in scores.iter_mut().enumerate() {
-                    *s = ops::dot_i8(q, &kq[base + j * d..][..d]) * (ks[first + j] * scale);
+                    *s = ops.dot_i8(q, &kq[base + j * d..][..d]) * (ks[first + j] * scale);
                 }
             }
         }
-        ops::softmax_fast(scores);
+        ops.softmax_fast(scores);
         out.fill(0.0);
         match &self.v {
             Store::F32(v) => {
                 for (j, &p) in scores.iter().enumerate() {
-                    ops::axpy(p, &v[base + j * d..][..d], out);
+                    ops.axpy(p, &v[base + j * d..][..d], out);
                 }
             }
             Store::F16(v) => {
                 for (&p, row) in scores.iter().zip(v[base..].chunks_exact(d)) {
-                    ops::axpy_f16(p, row, out);
+                    ops.axpy_f16(p, row, out);
                 }
             }
             Store::Q8 { q: vq, scale: vs } => {
                 for (j, &p) in scores.iter().enumerate() {
-                    ops::axpy_i8(p * vs[first + j], &vq[base + j * d..][..d], out);
+                    ops.axpy_i8(p * vs[first + j], &vq[base + j * d..][..d], out);
                 }
             }
         }

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 
+use bitnet_model::Model;
 use bitnet_threads::ThreadPool;
 use common::*;
 
@@ -22,7 +23,11 @@ fn check_all(model_path: &Path, ref_dir: &Path, c: Criteria, label: &str) {
 /// (`exact`); from a GGUF, whose F16 embedding rounds a few bf16 values,
 /// within 1e-4.
 fn check_hidden(model_path: &Path, ref_dir: &Path, prompt: &str, exact: bool) {
-    let model = load(model_path);
+    let label = model_path.display().to_string();
+    check_hidden_of(&load(model_path), &label, ref_dir, prompt, exact);
+}
+
+fn check_hidden_of(model: &Model, label: &str, ref_dir: &Path, prompt: &str, exact: bool) {
     let pool = ThreadPool::new(2);
     let manifest = read_json(&ref_dir.join("manifest.json"));
     let p = manifest["prompts"]
@@ -33,7 +38,7 @@ fn check_hidden(model_path: &Path, ref_dir: &Path, prompt: &str, exact: bool) {
         .unwrap();
     let ids = ids(&p["input_ids"]);
     let (shape, hidden) = read_npy(&ref_dir.join(format!("{prompt}.hidden_states.npy")));
-    let states = hidden_states(&model, &pool, &ids);
+    let states = hidden_states(model, &pool, &ids);
     assert_eq!(states.len(), shape[0]);
     let per = shape[1] * shape[2];
     for (i, s) in states.iter().enumerate() {
@@ -44,31 +49,15 @@ fn check_hidden(model_path: &Path, ref_dir: &Path, prompt: &str, exact: bool) {
             .zip(r)
             .filter(|(a, b)| a.to_bits() == b.to_bits())
             .count();
-        eprintln!(
-            "{}: hidden state {i}: {same}/{per} bit-identical, max |Δ| {d:e}",
-            model_path.display()
-        );
+        eprintln!("{label}: hidden state {i}: {same}/{per} bit-identical, max |Δ| {d:e}");
         if exact {
-            assert_eq!(
-                same,
-                per,
-                "{}: hidden state {i} not bit-identical",
-                model_path.display()
-            );
+            assert_eq!(same, per, "{label}: hidden state {i} not bit-identical");
         }
-        assert!(
-            d < 1e-4,
-            "{}: hidden state {i}: max |Δ| {d}",
-            model_path.display()
-        );
+        assert!(d < 1e-4, "{label}: hidden state {i}: max |Δ| {d}");
     }
     let (_, all) = read_npy(&ref_dir.join(format!("{prompt}.all_logits.npy")));
-    let d = max_abs_diff(&all_logits(&model, &pool, &ids), &all);
-    assert!(
-        d < 1e-4,
-        "{}: all-position logits max |Δ| {d}",
-        model_path.display()
-    );
+    let d = max_abs_diff(&all_logits(model, &pool, &ids), &all);
+    assert!(d < 1e-4, "{label}: all-position logits max |Δ| {d}");
 }
 
 #[test]
@@ -139,4 +128,22 @@ fn demo_bitnet_i2_s() {
         Criteria::REFERENCE,
         "demo/i2_s",
     );
+}
+
+/// Every kernel level in one process: each model's row operations follow
+/// its own kernel table, so the levels do not mix.
+#[test]
+fn demo_bitnet_at_every_kernel_level() {
+    let dir = repo_fixtures().join("demo-bitnet");
+    let ref_dir = dir.join("reference");
+    let pool = ThreadPool::new(2);
+    let manifest = read_json(&ref_dir.join("manifest.json"));
+    for k in all_kernels() {
+        let model = load_with(&dir, k);
+        let label = format!("demo/hf/{}", k.isa().name());
+        for p in manifest["prompts"].as_array().unwrap() {
+            check_prompt(&model, &pool, &ref_dir, p, Criteria::REFERENCE, &label);
+        }
+        check_hidden_of(&model, &label, &ref_dir, "mit", true);
+    }
 }

@@ -2,10 +2,12 @@
 //! embedding, softmax, the FFN activations, and the dot/axpy/f16/int8
 //! helpers of attention over the KV cache.
 //!
-//! The free functions ([`dot`], [`rmsnorm`], …) run the SIMD version of the
-//! level chosen once per process (`BITNET_KERNEL`, else the best the CPU
-//! has), so model code calls them without thinking about CPU features; an
-//! [`Ops`] table gives a specific level (tests, benchmarks). The [`scalar`]
+//! An [`Ops`] table holds one level's versions; the model takes the table
+//! of its matrix kernels ([`crate::Kernels::ops`]), so one choice of level
+//! covers everything a forward pass runs and code never tests CPU features.
+//! The free functions ([`dot`], [`rmsnorm`], …) run the level chosen once
+//! per process (`BITNET_KERNEL`, else the best the CPU has), for callers
+//! without a table. The [`scalar`]
 //! module holds the references. Every SIMD version is bit-identical to its
 //! reference: a flipped rounding tie in the next activation quantisation
 //! moves logits by ~0.04, which the model's reference tests (rightly)
