@@ -3,7 +3,8 @@
 //! of a repo are fetched, the default model, errors and resume.
 
 mod common;
-#[path = "common/hub_server.rs"]
+// The hub crate's mock Hub (its misbehaviour knobs stay unused here).
+#[path = "../../hub/tests/common/mod.rs"]
 mod hub_server;
 
 use std::fs;
