@@ -169,11 +169,7 @@ fn chat_stream_equals_engine_generate_and_ends_with_usage() {
             .is_some_and(|v| v.starts_with("text/event-stream"))
     );
     let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).expect("chunk JSON"))
-        .collect();
+    let chunks = http::sse_chunks(&data);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let mut text = String::new();
     let mut finish_reason = None;
@@ -222,11 +218,8 @@ fn completions_whole_and_streamed_equal_engine_generate() {
     streamed["stream"] = json!(true);
     let r = http::post(s.server.addr, "/v1/completions", &streamed);
     assert_eq!(r.status, 200);
-    let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     let mut text = String::new();
-    for d in &data[..data.len() - 1] {
-        let c: Value = serde_json::from_str(d).expect("chunk");
+    for c in http::sse_chunks(&r.sse_data()) {
         assert_eq!(c["object"], "text_completion");
         assert!(c.get("usage").is_none(), "usage only when asked for");
         text.push_str(c["choices"][0]["text"].as_str().unwrap_or(""));
@@ -285,16 +278,7 @@ fn stop_strings_cut_the_output_like_the_engine() {
         );
         assert_eq!(r.status, 200);
         let text = if stream {
-            let data = r.sse_data();
-            data[..data.len() - 1]
-                .iter()
-                .map(|d| {
-                    serde_json::from_str::<Value>(d).expect("chunk")["choices"][0]["text"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect::<String>()
+            http::stream_text(&r.sse_data()).0
         } else {
             r.json()["choices"][0]["text"]
                 .as_str()
@@ -316,20 +300,7 @@ fn answer_text(r: &Response, stream: bool) -> String {
             .expect("text")
             .to_string();
     }
-    let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    data[..data.len() - 1]
-        .iter()
-        .map(|d| {
-            let c: Value = serde_json::from_str(d).expect("chunk");
-            let choice = &c["choices"][0];
-            choice["text"]
-                .as_str()
-                .or(choice["delta"]["content"].as_str())
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
+    http::stream_text(&r.sse_data()).0
 }
 
 /// A word from the middle of `text`, to stop at.
@@ -411,11 +382,7 @@ fn completions_stream_with_include_usage_ends_with_usage() {
             .is_some_and(|v| v.starts_with("text/event-stream"))
     );
     let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).expect("chunk JSON"))
-        .collect();
+    let chunks = http::sse_chunks(&data);
     assert!(chunks.len() >= 3, "text, finish and usage chunks: {data:?}");
     let (usage_chunk, rest) = chunks.split_last().expect("chunks");
     let mut text = String::new();
@@ -450,9 +417,7 @@ fn completions_stream_with_include_usage_ends_with_usage() {
         "/v1/completions",
         &json!({"prompt": MIT, "temperature": 0, "max_tokens": 10, "stream": true, "stream_options": {"include_usage": false}}),
     );
-    let data = r.sse_data();
-    for d in &data[..data.len() - 1] {
-        let c: Value = serde_json::from_str(d).expect("chunk");
+    for c in http::sse_chunks(&r.sse_data()) {
         assert!(c.get("usage").is_none(), "{c}");
         assert_eq!(c["choices"].as_array().map(Vec::len), Some(1), "{c}");
     }

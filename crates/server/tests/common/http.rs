@@ -50,14 +50,22 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The JSON chunks of an SSE completion/chat stream's payloads, which must
+/// end with `[DONE]`.
+pub fn sse_chunks(data: &[String]) -> Vec<serde_json::Value> {
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk JSON"))
+        .collect()
+}
+
 /// Concatenated text of an SSE completion/chat stream's payloads (which must
 /// end with `[DONE]` and carry no error), and its finish reason.
 pub fn stream_text(data: &[String]) -> (String, Option<String>) {
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
     let mut text = String::new();
     let mut finish = None;
-    for d in &data[..data.len() - 1] {
-        let c: serde_json::Value = serde_json::from_str(d).expect("chunk JSON");
+    for c in sse_chunks(data) {
         assert!(c.get("error").is_none(), "{c}");
         if let Some(choice) = c["choices"].get(0) {
             text.push_str(
