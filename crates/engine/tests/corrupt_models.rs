@@ -7,6 +7,46 @@ use std::path::Path;
 
 use bitnet_engine::{Engine, EngineOptions, GenerationParams, SamplerConfig};
 
+/// A deterministic xorshift stream.
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// Loads the model at `path` and, when it loads, generates three tokens.
+/// `Some(true)`: it ran; `Some(false)`: it was refused with a message;
+/// `None`: it panicked.
+fn load_and_run(path: &Path) -> Option<bool> {
+    let opts = EngineOptions {
+        threads: 1,
+        n_ctx: Some(64),
+        ..EngineOptions::default()
+    };
+    let params = GenerationParams {
+        max_tokens: 3,
+        sampler: SamplerConfig::greedy(),
+        ..GenerationParams::default()
+    };
+    std::panic::catch_unwind(|| match Engine::load_path(path, opts) {
+        Ok(engine) => {
+            if let Ok(prompt) = engine.tokenizer().encode("Permission is", true, false) {
+                let _ = engine.generate(&prompt, &params, false, &mut |_| true);
+            }
+            true
+        }
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            false
+        }
+    })
+    .ok()
+}
+
 #[test]
 fn damaged_gguf_files_never_panic() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,18 +59,7 @@ fn damaged_gguf_files_never_panic() {
         .data_offset() as usize;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.gguf");
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let params = GenerationParams {
-        max_tokens: 3,
-        sampler: SamplerConfig::greedy(),
-        ..GenerationParams::default()
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let (mut loaded, mut refused) = (0, 0);
     for round in 0..400 {
         let mut b = base.clone();
@@ -43,27 +72,10 @@ fn damaged_gguf_files_never_panic() {
             b[i] = next() as u8;
         }
         std::fs::write(&path, &b).unwrap();
-        let opts = EngineOptions {
-            threads: 1,
-            n_ctx: Some(64),
-            ..EngineOptions::default()
-        };
-        let outcome = std::panic::catch_unwind(|| match Engine::load_path(&path, opts) {
-            Ok(engine) => {
-                if let Ok(prompt) = engine.tokenizer().encode("Permission is", true, false) {
-                    let _ = engine.generate(&prompt, &params, false, &mut |_| true);
-                }
-                true
-            }
-            Err(e) => {
-                assert!(!e.to_string().is_empty());
-                false
-            }
-        });
-        match outcome {
-            Ok(true) => loaded += 1,
-            Ok(false) => refused += 1,
-            Err(_) => panic!("round {round}: a damaged file made the engine panic"),
+        match load_and_run(&path) {
+            Some(true) => loaded += 1,
+            Some(false) => refused += 1,
+            None => panic!("round {round}: a damaged file made the engine panic"),
         }
     }
     eprintln!("{loaded} damaged files loaded and ran, {refused} were refused");
@@ -83,13 +95,7 @@ fn damaged_hugging_face_checkpoints_never_panic() {
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let (mut loaded, mut refused) = (0, 0);
     for round in 0..300 {
         let (mut st, mut cfg) = (base.clone(), config.clone());
@@ -115,32 +121,10 @@ fn damaged_hugging_face_checkpoints_never_panic() {
         }
         std::fs::write(dir.path().join("model.safetensors"), &st).unwrap();
         std::fs::write(dir.path().join("config.json"), &cfg).unwrap();
-        let opts = EngineOptions {
-            threads: 1,
-            n_ctx: Some(64),
-            ..EngineOptions::default()
-        };
-        let outcome = std::panic::catch_unwind(|| match Engine::load_path(dir.path(), opts) {
-            Ok(engine) => {
-                if let Ok(prompt) = engine.tokenizer().encode("Permission is", true, false) {
-                    let params = GenerationParams {
-                        max_tokens: 3,
-                        sampler: SamplerConfig::greedy(),
-                        ..GenerationParams::default()
-                    };
-                    let _ = engine.generate(&prompt, &params, false, &mut |_| true);
-                }
-                true
-            }
-            Err(e) => {
-                assert!(!e.to_string().is_empty());
-                false
-            }
-        });
-        match outcome {
-            Ok(true) => loaded += 1,
-            Ok(false) => refused += 1,
-            Err(_) => panic!("round {round}: a damaged checkpoint made the engine panic"),
+        match load_and_run(dir.path()) {
+            Some(true) => loaded += 1,
+            Some(false) => refused += 1,
+            None => panic!("round {round}: a damaged checkpoint made the engine panic"),
         }
     }
     eprintln!("{loaded} damaged checkpoints loaded and ran, {refused} were refused");
