@@ -64,7 +64,7 @@ fn damaged_gguf_files_never_panic() {
     for round in 0..400 {
         let mut b = base.clone();
         for _ in 0..1 + next() % 3 {
-            let i = if next() % 4 == 0 {
+            let i = if next().is_multiple_of(4) {
                 (next() % b.len() as u64) as usize
             } else {
                 (next() % header_len as u64) as usize

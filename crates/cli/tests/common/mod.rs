@@ -2,7 +2,12 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../../../test-support/fixtures.rs"]
+mod fixtures;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::{repo_fixtures, shared_fixtures, shared_fixtures_dir};
+
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -16,31 +21,6 @@ pub fn bitnet() -> Command {
         std::env::temp_dir().join("bitnet-cli-tests-hf-home"),
     );
     c
-}
-
-pub fn repo_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-pub fn shared_fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BITNET_SHARED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("CI").is_some() {
-        // CI always has them: a skipped proof there would hide a failure.
-        panic!(
-            "shared fixtures not found at {} (set BITNET_SHARED_FIXTURES); CI is set, so this test must not be skipped",
-            dir.display()
-        );
-    } else {
-        eprintln!(
-            "note: shared fixtures not found at {}; skipping",
-            dir.display()
-        );
-        None
-    }
 }
 
 /// Runs and returns the output; panics with stderr if it failed.

@@ -2,49 +2,20 @@
 //! for the Hugging Face packed ternary checkpoints.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../../../test-support/fixtures.rs"]
+mod fixtures;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::{repo_fixtures, shared_fixtures, shared_fixtures_dir};
+
+use std::path::PathBuf;
 
 use half::bf16;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-/// The workspace root (two levels above this crate).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `fixtures/` inside the repository (always present).
-pub fn repo_fixtures() -> PathBuf {
-    workspace_root().join("fixtures")
-}
-
-/// The team's shared fixtures: `$BITNET_SHARED_FIXTURES`, else `<workspace>/../shared/fixtures`.
-/// `None` (with a note on stderr) when absent, so the repository alone still passes.
-pub fn shared_fixtures(what: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("BITNET_SHARED_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => workspace_root().join("../shared/fixtures"),
-    };
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("CI").is_some() {
-        // CI always has them: a skipped proof there would hide a failure.
-        panic!(
-            "shared fixtures not found at {} (set BITNET_SHARED_FIXTURES); CI is set, so {what} must not be skipped",
-            dir.display()
-        );
-    } else {
-        eprintln!(
-            "note: shared fixtures not found at {} (set BITNET_SHARED_FIXTURES); skipping {what}",
-            dir.display()
-        );
-        None
-    }
-}
-
 /// `tl-formats/` in the shared fixtures, if present.
 pub fn tl_formats(what: &str) -> Option<PathBuf> {
-    let dir = shared_fixtures(what)?.join("tl-formats");
+    let dir = shared_fixtures()?.join("tl-formats");
     if dir.join("manifest.json").is_file() {
         Some(dir)
     } else {

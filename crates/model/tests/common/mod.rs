@@ -3,42 +3,17 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../../../test-support/fixtures.rs"]
+mod fixtures;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::{repo_fixtures, shared_fixtures, shared_fixtures_dir};
+
+use std::path::Path;
 
 use bitnet_kernels::{Isa, Kernels};
 use bitnet_model::{BatchToken, KvType, LoadOptions, Model, Scratch, Tap};
 use bitnet_threads::ThreadPool;
 use serde_json::Value;
-
-/// The repository's fixtures directory.
-pub fn repo_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-/// The team's shared fixtures (`BITNET_SHARED_FIXTURES` or `../shared/fixtures`
-/// beside the repository), if present.
-///
-/// Absent, the tests that need them print a note and pass, except when the
-/// `CI` environment variable is set: CI always has the shared fixtures, so
-/// there a missing directory fails the test instead of silently skipping the
-/// proof.
-pub fn shared_fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("BITNET_SHARED_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let note = format!(
-        "shared fixtures not found at {} (set BITNET_SHARED_FIXTURES)",
-        dir.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{note}; CI is set, so the tests that need them must not be skipped");
-    }
-    eprintln!("note: {note}; skipping");
-    None
-}
 
 /// Reads a little-endian f32 .npy file: (shape, values).
 pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {

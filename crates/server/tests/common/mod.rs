@@ -4,27 +4,22 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../../test-support/fixtures.rs"]
+mod fixtures;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::{repo_fixtures, shared_fixtures, shared_fixtures_dir};
+
 pub mod http;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bitnet_engine::{Engine, EngineOptions, GenerationParams, ModelLocation, SamplerConfig};
 use bitnet_server::{Server, ServerConfig};
 
-/// Where the shared fixtures are: `BITNET_SHARED_FIXTURES`, else
-/// `<workspace>/../shared/fixtures`.
-pub fn shared_fixtures() -> PathBuf {
-    match std::env::var_os("BITNET_SHARED_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
-
 /// The tiny random model with the Llama 3 tokenizer, when present.
 pub fn tiny_location() -> Option<ModelLocation> {
-    let dir = shared_fixtures().join("tiny-bitnet");
+    let dir = shared_fixtures_dir().join("tiny-bitnet");
     let present = dir.join("config.json").is_file();
     // CI always has the shared fixtures: the Llama 3 tokenizer and chat
     // template must not silently drop out of the client tests there.

@@ -2,38 +2,15 @@
 //! only; the real reader lives in `bitnet-gguf`, which this crate must not depend on).
 #![allow(dead_code)]
 
+#[path = "../../../../test-support/fixtures.rs"]
+mod fixtures;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fixtures::{repo_fixtures, shared_fixtures, shared_fixtures_dir};
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bitnet_tokenizer::GgufVocab;
-
-/// `<workspace>/fixtures`, the fixtures kept in the repository.
-pub fn repo_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-/// The shared fixtures (large files kept out of the repository): `$BITNET_SHARED_FIXTURES`, else
-/// `<workspace>/../shared/fixtures`. `None` (after printing a note) when absent, except when the
-/// `CI` environment variable is set: CI always has the shared fixtures, so there a missing
-/// directory panics instead of silently skipping the tests that need it.
-pub fn shared_fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("BITNET_SHARED_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    };
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let note = format!(
-        "shared fixtures not found at {} (set BITNET_SHARED_FIXTURES)",
-        dir.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{note}; CI is set, so the tests that need them must not be skipped");
-    }
-    eprintln!("note: {note}; skipping");
-    None
-}
 
 pub fn read_json(path: &Path) -> serde_json::Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
