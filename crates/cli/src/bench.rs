@@ -12,7 +12,7 @@
 
 use anyhow::{Context, bail};
 use bitnet_engine::bench::{self, BenchModel, BenchOptions, BenchResult};
-use bitnet_engine::{KvType, resolve};
+use bitnet_engine::{KvType, memory, resolve};
 use bitnet_hub::Hub;
 use bitnet_kernels::Kernels;
 use bitnet_model::random::Shape;
@@ -142,8 +142,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bm.load_time.as_secs_f64() * 1e3,
         first.as_secs_f64() * 1e3,
         mib(bm.model.weights().size_bytes() as u64),
-        mib(bench::current_rss().unwrap_or(0)),
-        mib(bench::peak_rss().unwrap_or(0)),
+        mib(memory::current_rss().unwrap_or(0)),
+        mib(memory::peak_rss().unwrap_or(0)),
     );
     let markdown = args.output == Output::Md;
     if markdown {
@@ -157,6 +157,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !markdown {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
-    eprintln!("peak RSS: {}", mib(bench::peak_rss().unwrap_or(0)));
+    eprintln!("peak RSS: {}", mib(memory::peak_rss().unwrap_or(0)));
     Ok(())
 }

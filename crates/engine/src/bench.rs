@@ -150,7 +150,7 @@ pub struct BenchModel {
     pub load_time: Duration,
 }
 
-pub use crate::memory::{available_memory, current_rss, peak_rss};
+use crate::memory::{available_memory, peak_rss};
 
 fn gib(b: usize) -> String {
     format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
@@ -170,7 +170,7 @@ pub fn parse_head_type(s: &str) -> Option<DenseType> {
 
 /// Memory `shape` needs for `opts` and how many matrices may be built at
 /// once, or an error with the sizes when the machine does not have it
-/// (checked against [`available_memory`] less 10 % and 512 MiB, which the
+/// (checked against [`crate::memory::available_memory`] less 10 % and 512 MiB, which the
 /// page cache and the rest of the system keep). Building one matrix at a
 /// time is tried before refusing.
 pub fn check_shape_fits(
