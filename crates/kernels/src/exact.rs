@@ -209,7 +209,7 @@ pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f3
 }
 
 /// SLEEF's `expf_u10` (the vectorised exp PyTorch's softmax uses). The
-/// vector twins behind [`crate::ops::exp_sub`] repeat it lane by lane.
+/// vector twins behind [`crate::ops::Ops::exp_sub`] repeat it lane by lane.
 pub fn sleef_expf(d: f32) -> f32 {
     if d.is_nan() {
         return d;
@@ -253,13 +253,8 @@ fn tree16(mut v: [f32; 16]) -> f32 {
 /// In-place softmax of a causal attention row as the reference computes it.
 /// `row_len` is the reference's full row length (the sequence length); the
 /// masked entries past `x.len()` contribute exact zeros.
-pub fn softmax(x: &mut [f32], row_len: usize) {
-    softmax_with(crate::ops::Ops::active(), x, row_len)
-}
-
-/// [`softmax`] with the exponentials of a given level's row operations
-/// (bit-identical at every level).
-pub fn softmax_with(ops: &crate::ops::Ops, x: &mut [f32], row_len: usize) {
+/// The exponentials come from `ops` (bit-identical at every level).
+pub fn softmax(ops: &crate::ops::Ops, x: &mut [f32], row_len: usize) {
     let max = x
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
@@ -498,13 +493,14 @@ mod tests {
 
     #[test]
     fn softmax_rows_sum_to_one_and_respect_the_row_length_rule() {
+        let ops = crate::Kernels::best().ops();
         let mut a = [0.5f32, 1.5, -2.0, 0.25];
-        softmax(&mut a, 4);
+        softmax(ops, &mut a, 4);
         assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         let x: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin()).collect();
         let (mut short, mut long) = (x.clone(), x.clone());
-        softmax(&mut short, 15.max(x.len()));
-        softmax(&mut long, 40);
+        softmax(ops, &mut short, 15.max(x.len()));
+        softmax(ops, &mut long, 40);
         assert_eq!(short, long, "rows of 16+ entries always use the lane sum");
     }
 

@@ -231,7 +231,7 @@ impl KvCache {
             for (j, s) in scores.iter_mut().enumerate() {
                 *s = exact::score(q, &k[base + j * d..][..d], kind) * scale;
             }
-            exact::softmax_with(ops, scores, seq_len);
+            exact::softmax(ops, scores, seq_len);
             out.fill(0.0);
             let fma = exact::output_kind(seq_len) == exact::Accumulate::Fma;
             for (j, &p) in scores.iter().enumerate() {
@@ -293,12 +293,16 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
         let mut q = vec![0i8; 128];
-        let d = bitnet_kernels::ops::quantize_i8(&x, &mut q);
+        let d = bitnet_kernels::Kernels::best()
+            .ops()
+            .quantize_i8(&x, &mut q);
         for (a, &b) in x.iter().zip(&q) {
             assert!((a - d * f32::from(b)).abs() <= d * 0.5 + 1e-6);
         }
         assert_eq!(
-            bitnet_kernels::ops::quantize_i8(&[0.0; 4], &mut q[..4]),
+            bitnet_kernels::Kernels::best()
+                .ops()
+                .quantize_i8(&[0.0; 4], &mut q[..4]),
             0.0
         );
         assert_eq!(&q[..4], &[0; 4]);

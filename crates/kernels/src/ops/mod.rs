@@ -5,14 +5,12 @@
 //! An [`Ops`] table holds one level's versions; the model takes the table
 //! of its matrix kernels ([`crate::Kernels::ops`]), so one choice of level
 //! covers everything a forward pass runs and code never tests CPU features.
-//! The free functions ([`dot`], [`rmsnorm`], …) run the level chosen once
-//! per process (`BITNET_KERNEL`, else the best the CPU has), for callers
-//! without a table. The [`scalar`]
-//! module holds the references. Every SIMD version is bit-identical to its
+//! The [`scalar`] module holds the references. Every SIMD version is
+//! bit-identical to its
 //! reference: a flipped rounding tie in the next activation quantisation
 //! moves logits by ~0.04, which the model's reference tests (rightly)
-//! reject. The exponential everywhere ([`softmax_fast`], [`silu_mul`],
-//! [`exp_sub`], hence [`crate::exact::softmax`]) is SLEEF's `expf_u10`, the
+//! reject. The exponential everywhere ([`Ops::softmax_fast`], [`Ops::silu_mul`],
+//! [`Ops::exp_sub`], hence [`crate::exact::softmax`]) is SLEEF's `expf_u10`, the
 //! one PyTorch's vectorised CPU kernels use ([`crate::exact::sleef_expf`]);
 //! its vector twins repeat its operations lane by lane. Both rotary layouts
 //! are vectorised (unfused products, as the references). The AVX-512 level
@@ -21,8 +19,6 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod scalar;
-
-use std::sync::OnceLock;
 
 use half::f16;
 
@@ -109,194 +105,104 @@ impl Ops {
         }
     }
 
-    /// The operations the free functions use: those of the level
-    /// `BITNET_KERNEL` selects, else of the best level (chosen once).
-    pub fn active() -> &'static Ops {
-        static ACTIVE: OnceLock<&'static Ops> = OnceLock::new();
-        ACTIVE.get_or_init(|| {
-            let isa = crate::Kernels::from_env().map_or(Isa::Scalar, |k| k.isa());
-            Ops::for_isa(isa).unwrap_or(&SCALAR)
-        })
-    }
-
     /// The level whose code runs (AVX-512 reports `Avx2`).
     pub fn isa(&self) -> Isa {
         self.isa
     }
 
-    /// See [`dot`].
+    /// Dot product with eight partial sums (lane `j` sums the elements
+    /// `≡ j mod 8`, then the lanes in order, then the tail).
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: a table exists only for a level the CPU supports
         // (`for_isa`); the functions bound-check their slices. The same
         // holds for every method below.
         unsafe { (self.dot)(a, b) }
     }
-    /// See [`dot_f16`].
+    /// Dot product of f32 with f16 values (attention over an f16 KV cache),
+    /// summed as [`Ops::dot`].
     pub fn dot_f16(&self, a: &[f32], b: &[f16]) -> f32 {
         // SAFETY: see `dot`.
         unsafe { (self.dot_f16)(a, b) }
     }
-    /// See [`axpy`].
+    /// `y += a · x`.
     pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.axpy)(a, x, y) }
     }
-    /// See [`axpy_f16`].
+    /// `y += a · x` with f16 `x`.
     pub fn axpy_f16(&self, a: f32, x: &[f16], y: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.axpy_f16)(a, x, y) }
     }
-    /// See [`f16_to_f32`].
+    /// f16 to f32 (exact).
     pub fn f16_to_f32(&self, src: &[f16], dst: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.f16_to_f32)(src, dst) }
     }
-    /// See [`f32_to_f16`].
+    /// f32 to f16, rounding to nearest even.
     pub fn f32_to_f16(&self, src: &[f32], dst: &mut [f16]) {
         // SAFETY: see `dot`.
         unsafe { (self.f32_to_f16)(src, dst) }
     }
-    /// See [`quantize_i8`].
+    /// Quantises a row to int8 (the q8 KV cache): `d = amax / 127`,
+    /// `q_i = round(x_i · (1 / d))` half away from zero; returns `d`.
     pub fn quantize_i8(&self, x: &[f32], q: &mut [i8]) -> f32 {
         // SAFETY: see `dot`.
         unsafe { (self.quantize_i8)(x, q) }
     }
-    /// See [`dot_i8`].
+    /// Dot product of f32 with int8 values, summed as [`Ops::dot`].
     pub fn dot_i8(&self, a: &[f32], b: &[i8]) -> f32 {
         // SAFETY: see `dot`.
         unsafe { (self.dot_i8)(a, b) }
     }
-    /// See [`axpy_i8`].
+    /// `y += a · x` with int8 `x`.
     pub fn axpy_i8(&self, a: f32, x: &[i8], y: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.axpy_i8)(a, x, y) }
     }
-    /// See [`rmsnorm`].
+    /// `out_i = w_i · (x_i / sqrt(mean(x²) + eps))`, computed as transformers'
+    /// `LlamaRMSNorm` does (`x · rsqrt(var + eps)`, then the weight).
     pub fn rmsnorm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.rmsnorm)(x, w, eps, out) }
     }
-    /// See [`rope_neox`].
+    /// NeoX / rotate-half rotary embedding of one head (element `i` pairs with
+    /// `i + d/2`): the layout every loaded model runs (GGUF llama Q/K rows are
+    /// un-permuted into it at load).
     pub fn rope_neox(&self, head: &mut [f32], cos: &[f32], sin: &[f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.rope_neox)(head, cos, sin) }
     }
-    /// See [`rope_interleaved`].
+    /// Original (GPT-J / llama.cpp "norm") rotary embedding of one head:
+    /// elements `2i` and `2i+1` form a pair (synthetic models built with that
+    /// style only).
     pub fn rope_interleaved(&self, head: &mut [f32], cos: &[f32], sin: &[f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.rope_interleaved)(head, cos, sin) }
     }
-    /// See [`exp_sub`].
+    /// `x_i = e^(x_i - m)` with SLEEF's `expf_u10` ([`crate::exact::sleef_expf`],
+    /// bit for bit).
     pub fn exp_sub(&self, x: &mut [f32], m: f32) {
         // SAFETY: see `dot`.
         unsafe { (self.exp_sub)(x, m) }
     }
-    /// See [`softmax_fast`].
+    /// In-place softmax with SLEEF's `expf_u10` and eight-lane sums (see
+    /// [`scalar::softmax`]): fast, the same at every level, but not the
+    /// reference's summation order ([`crate::exact::softmax`]).
     pub fn softmax_fast(&self, x: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.softmax_fast)(x) }
     }
-    /// See [`relu2_mul`].
+    /// Squared ReLU of the gate times the up projection (BitNet b1.58 FFN).
     pub fn relu2_mul(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.relu2_mul)(gate, up, out) }
     }
-    /// See [`silu_mul`].
+    /// SiLU of the gate times the up projection (SwiGLU):
+    /// `g / (1 + e^-g) · u` with SLEEF's `expf_u10`, as PyTorch's vectorised
+    /// `silu` then the product.
     pub fn silu_mul(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.silu_mul)(gate, up, out) }
     }
-}
-
-/// `out_i = w_i · (x_i / sqrt(mean(x²) + eps))`, computed as transformers'
-/// `LlamaRMSNorm` does (`x · rsqrt(var + eps)`, then the weight).
-pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    Ops::active().rmsnorm(x, w, eps, out)
-}
-
-/// Dot product with eight partial sums (lane `j` sums the elements
-/// `≡ j mod 8`, then the lanes in order, then the tail).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    Ops::active().dot(a, b)
-}
-
-/// Dot product of f32 with f16 values (attention over an f16 KV cache),
-/// summed as [`dot`].
-pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    Ops::active().dot_f16(a, b)
-}
-
-/// `y += a · x`.
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    Ops::active().axpy(a, x, y)
-}
-
-/// `y += a · x` with f16 `x`.
-pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
-    Ops::active().axpy_f16(a, x, y)
-}
-
-/// f16 to f32 (exact).
-pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    Ops::active().f16_to_f32(src, dst)
-}
-
-/// f32 to f16, rounding to nearest even.
-pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-    Ops::active().f32_to_f16(src, dst)
-}
-
-/// Quantises a row to int8 (the q8 KV cache): `d = amax / 127`,
-/// `q_i = round(x_i · (1 / d))` half away from zero; returns `d`.
-pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
-    Ops::active().quantize_i8(x, q)
-}
-
-/// Dot product of f32 with int8 values, summed as [`dot`].
-pub fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
-    Ops::active().dot_i8(a, b)
-}
-
-/// `y += a · x` with int8 `x`.
-pub fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
-    Ops::active().axpy_i8(a, x, y)
-}
-
-/// NeoX / rotate-half rotary embedding of one head (element `i` pairs with
-/// `i + d/2`): the layout every loaded model runs (GGUF llama Q/K rows are
-/// un-permuted into it at load).
-pub fn rope_neox(head: &mut [f32], cos: &[f32], sin: &[f32]) {
-    Ops::active().rope_neox(head, cos, sin)
-}
-
-/// Original (GPT-J / llama.cpp "norm") rotary embedding of one head:
-/// elements `2i` and `2i+1` form a pair (synthetic models built with that
-/// style only).
-pub fn rope_interleaved(head: &mut [f32], cos: &[f32], sin: &[f32]) {
-    Ops::active().rope_interleaved(head, cos, sin)
-}
-
-/// `x_i = e^(x_i - m)` with SLEEF's `expf_u10` ([`crate::exact::sleef_expf`],
-/// bit for bit).
-pub fn exp_sub(x: &mut [f32], m: f32) {
-    Ops::active().exp_sub(x, m)
-}
-
-/// In-place softmax with SLEEF's `expf_u10` and eight-lane sums (see
-/// [`scalar::softmax`]): fast, the same at every level, but not the
-/// reference's summation order ([`crate::exact::softmax`]).
-pub fn softmax_fast(x: &mut [f32]) {
-    Ops::active().softmax_fast(x)
-}
-
-/// Squared ReLU of the gate times the up projection (BitNet b1.58 FFN).
-pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    Ops::active().relu2_mul(gate, up, out)
-}
-
-/// SiLU of the gate times the up projection (SwiGLU):
-/// `g / (1 + e^-g) · u` with SLEEF's `expf_u10`, as PyTorch's vectorised
-/// `silu` then the product.
-pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    Ops::active().silu_mul(gate, up, out)
 }
