@@ -485,11 +485,67 @@ impl Engine {
         })
     }
 
+    /// The logits at every position of `ids`, run in a fresh cache:
+    /// `ids.len() × n_vocab` values, row-major.
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument {
+                name: "token ids",
+                reason: "need at least one token".into(),
+            });
+        }
+        let n_vocab = self.model.hparams().n_vocab;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(Error::InvalidArgument {
+                name: "token ids",
+                reason: format!("{bad} is out of range (vocabulary size {n_vocab})"),
+            });
+        }
+        if ids.len() > self.n_ctx {
+            return Err(Error::PromptTooLong {
+                n_tokens: ids.len(),
+                n_ctx: self.n_ctx,
+            });
+        }
+        let mut cache = self.model.new_cache(ids.len(), self.opts.kv_type);
+        let mut scratch = Scratch::new();
+        let mut out = Vec::with_capacity(ids.len() * n_vocab);
+        for chunk in ids.chunks(self.opts.n_batch) {
+            let batch: Vec<BatchToken> = chunk
+                .iter()
+                .map(|&token| BatchToken {
+                    seq: 0,
+                    token,
+                    logits: true,
+                })
+                .collect();
+            out.extend_from_slice(self.model.forward(
+                &self.pool,
+                &batch,
+                std::slice::from_mut(&mut cache),
+                &mut scratch,
+            )?);
+        }
+        Ok(out)
+    }
+
     /// Perplexity of `text` in llama-perplexity's manner: the text is
     /// tokenised without special tokens and cut into consecutive windows of
     /// `n_ctx − 1` tokens; each window runs as `[BOS] + window` in a fresh
     /// cache and every window token is scored (the first one from BOS alone).
     pub fn perplexity(&self, text: &str, n_ctx: usize) -> Result<Perplexity> {
+        self.perplexity_with(text, n_ctx, &mut |_| true)
+    }
+
+    /// [`Engine::perplexity`], calling `progress` after every window with
+    /// the windows done, the windows in all and the running estimate; it
+    /// returns `false` to stop ([`Error::Cancelled`]).
+    pub fn perplexity_with(
+        &self,
+        text: &str,
+        n_ctx: usize,
+        progress: &mut dyn FnMut(PerplexityProgress) -> bool,
+    ) -> Result<Perplexity> {
         let bos = self.tokenizer.bos_id().ok_or(Error::InvalidArgument {
             name: "model",
             reason: "perplexity needs a BOS token to start each window".into(),
@@ -542,6 +598,16 @@ impl Engine {
                 start = end;
             }
             chunk_nll.push(nll);
+            let scored: usize = tokens.len().min(chunk_nll.len() * (n_ctx - 1));
+            let running = (chunk_nll.iter().sum::<f64>() / scored as f64).exp();
+            let go_on = progress(PerplexityProgress {
+                windows_done: chunk_nll.len(),
+                windows: tokens.len().div_ceil(n_ctx - 1),
+                perplexity: running,
+            });
+            if !go_on {
+                return Err(Error::Cancelled);
+            }
         }
         let total: f64 = chunk_nll.iter().sum();
         let mean = total / tokens.len() as f64;
@@ -554,6 +620,17 @@ impl Engine {
             chunk_nll,
         })
     }
+}
+
+/// Where a perplexity computation is (see [`Engine::perplexity_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PerplexityProgress {
+    /// Windows evaluated.
+    pub windows_done: usize,
+    /// Windows in all.
+    pub windows: usize,
+    /// The perplexity over the windows done.
+    pub perplexity: f64,
 }
 
 /// `−log softmax(logits)[target]`, computed in f64.

@@ -48,6 +48,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The caller stopped the work.
+    #[error("cancelled")]
+    Cancelled,
+    /// The batching engine thread has stopped (shut down, or gone).
+    #[error("the engine thread has stopped")]
+    EngineStopped,
+    /// Work run on the engine thread panicked; the thread goes on.
+    #[error("internal error: the engine's work panicked (please report this)")]
+    TaskPanicked,
     /// The chat template could not be applied.
     #[error("the model has no chat template")]
     NoChatTemplate,

@@ -10,9 +10,13 @@
 //! * [`SequenceState`] is everything one generated sequence needs besides
 //!   the model (sampler, UTF-8-safe detokeniser, stop strings, limits), so a
 //!   batching scheduler can drive many of them with one forward pass.
+//! * [`batch`] is that scheduler: one engine thread doing continuous
+//!   batching for every caller, shared by the HTTP server and the Python
+//!   package.
 
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod bench;
 pub mod builtin;
 pub mod convert;
@@ -24,8 +28,8 @@ mod sequence;
 mod stop;
 
 pub use engine::{
-    Engine, EngineOptions, Generation, Perplexity, Session, Timings, gguf_vocab, load_model,
-    negative_log_likelihood,
+    Engine, EngineOptions, Generation, Perplexity, PerplexityProgress, Session, Timings,
+    gguf_vocab, load_model, negative_log_likelihood,
 };
 pub use error::{Error, Result};
 pub use resolve::{ModelLocation, Resolved};

@@ -5,56 +5,24 @@
 //!
 //! Two worlds meet here, and the design keeps them apart.
 //!
-//! * **The engine thread** (module `scheduler`) is one ordinary OS thread
-//!   that owns the compute: the [`bitnet_engine::Engine`]'s model and thread
-//!   pool, and one KV cache per slot (`--parallel` of them, each allocated
-//!   once with room for the whole context). It runs a loop of *steps*. Each
-//!   step builds one batch — the next token of every sequence that is
-//!   decoding, plus a bounded helping of prompt tokens from sequences that
-//!   are still being prefilled — and calls `Model::forward` once. Every
-//!   logits row then goes to its sequence's [`bitnet_engine::SequenceState`]
-//!   (sampler, UTF-8-safe detokeniser, stop strings, limits), exactly the
-//!   object `Engine::generate` drives for a single sequence, and the text it
-//!   releases is sent to the request that owns the sequence.
+//! * **The engine thread** is [`bitnet_engine::batch`]'s continuous-batching
+//!   scheduler, the one the Python package uses too: one OS thread owns the
+//!   model, its thread pool and one KV cache per slot (`--parallel` of
+//!   them), and runs every active sequence through each forward pass
+//!   together, with fair chunked prefill, bounded admission and immediate
+//!   cancellation. Its module documentation gives the policy and why.
 //! * **The HTTP side** (modules `routes`, `stream`) is axum on a small tokio
 //!   runtime. Handlers parse and validate, tokenise on tokio's *blocking*
 //!   pool (a 1 MiB prompt through a BPE tokenizer is real work, and async
-//!   workers must never compute), and hand a job to the engine thread over a
-//!   channel. Each job carries its own tokio channel back; the handler turns
-//!   what arrives into an SSE stream or one JSON body.
+//!   workers must never compute), take a permit (`503` with `Retry-After`
+//!   when slots and queue are full) and hand a job to the engine thread.
+//!   Each job carries a tokio channel back (module `jobs`); the handler
+//!   turns what arrives into an SSE stream or one JSON body. A client that
+//!   disconnects drops its body and with it the channel, which the engine
+//!   sees at its next step: the sequence is dropped and its slot freed.
 //!
 //! Nothing else is shared: the engine thread never awaits, the async
 //! workers never touch the model.
-//!
-//! # Why continuous batching
-//!
-//! Decoding one token of a 2B ternary model reads every weight once, and on
-//! a CPU that read — not the arithmetic — is the cost. Sixteen sequences
-//! decoded in the same pass read the weights once between them, so the
-//! aggregate rate grows almost linearly with the batch until the arithmetic
-//! catches up. The scheduler therefore never runs sequences one after the
-//! other: every step serves every active sequence, sequences join as soon
-//! as a slot is free (no waiting for the batch to drain), and leave the
-//! moment they finish.
-//!
-//! **Fair prefill.** A long prompt would stall everyone if it were processed
-//! in one pass, so while any sequence is decoding, a step takes at most
-//! `prefill_chunk` prompt tokens, handed out round-robin across the
-//! sequences being prefilled. With nothing decoding, a step takes up to the
-//! engine's batch size. The forward pass is per-token exact (each row goes
-//! through the same kernels whatever else is in the batch), so chunking and
-//! batching change no result: greedy output is the same as
-//! `Engine::generate`'s, which the tests check.
-//!
-//! **Admission control.** At most `parallel` sequences run and at most
-//! `queue` more wait; a request beyond that gets `503` with `Retry-After`
-//! instead of an unbounded wait. A request holds a permit from admission
-//! until its sequence is freed, so the count cannot drift.
-//!
-//! **Cancellation.** The engine checks every step whether a request's
-//! receiver is gone (a client that disconnected drops its SSE body, and with
-//! it the receiver). Its sequence is dropped, its slot and cache are free for
-//! the next request at once, and its permit is returned.
 //!
 //! **Shutdown.** SIGINT/SIGTERM (or [`Server::shutdown`]) stops accepting
 //! connections, answers queued requests with 503, lets running sequences
@@ -75,9 +43,9 @@
 
 mod api;
 mod error;
+mod jobs;
 mod metrics;
 mod routes;
-mod scheduler;
 mod stream;
 
 use std::net::SocketAddr;
@@ -165,7 +133,7 @@ pub struct ShutdownHandle {
 struct ShutdownInner {
     requested: AtomicBool,
     signal: watch::Sender<bool>,
-    scheduler: scheduler::Client,
+    scheduler: bitnet_engine::batch::Batcher,
     grace: Duration,
 }
 
@@ -234,8 +202,13 @@ impl Server {
 
         let engine = Arc::new(engine);
         let metrics = Arc::new(metrics::Metrics::new(config.parallel));
+        let batch = bitnet_engine::batch::BatchConfig {
+            parallel: config.parallel,
+            queue: config.queue,
+            prefill_chunk: config.prefill_chunk,
+        };
         let (scheduler, engine_thread) =
-            scheduler::spawn(Arc::clone(&engine), &config, Arc::clone(&metrics))
+            bitnet_engine::batch::spawn(Arc::clone(&engine), &batch, metrics.clone())
                 .map_err(Error::Thread)?;
         let (signal, mut signal_rx) = watch::channel(false);
         let handle = ShutdownHandle {

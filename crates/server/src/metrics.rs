@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The endpoints that count requests.
@@ -44,10 +44,6 @@ pub struct Metrics {
     generated_tokens: AtomicU64,
     steps: AtomicU64,
     batch_tokens: AtomicU64,
-    /// Requests admitted and not yet freed (queued or running).
-    pub inflight: AtomicUsize,
-    /// Sequences in a slot.
-    pub active: AtomicUsize,
     window: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
@@ -67,8 +63,6 @@ impl Metrics {
             generated_tokens: AtomicU64::new(0),
             steps: AtomicU64::new(0),
             batch_tokens: AtomicU64::new(0),
-            inflight: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
             window: Mutex::new(VecDeque::new()),
         }
     }
@@ -138,25 +132,9 @@ impl Metrics {
         (p as f64 / span, g as f64 / span)
     }
 
-    /// Requests waiting for a slot.
-    pub fn queued(&self) -> usize {
-        self.inflight
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.active.load(Ordering::Relaxed))
-    }
-
-    /// Sequences running.
-    pub fn running(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// The number of slots.
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
-    /// The Prometheus exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus exposition, with the engine's current `queued` jobs
+    /// and `running` sequences.
+    pub fn render(&self, queued: usize, running: usize) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {
@@ -232,13 +210,13 @@ impl Metrics {
             "bitnet_queue_depth",
             "gauge",
             "Requests waiting for a slot.",
-            &[("", self.queued().to_string())],
+            &[("", queued.to_string())],
         );
         metric(
             "bitnet_active_sequences",
             "gauge",
             "Sequences in a slot (prefilling or decoding).",
-            &[("", self.running().to_string())],
+            &[("", running.to_string())],
         );
         metric(
             "bitnet_slots",

@@ -12,14 +12,15 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bitnet_engine::batch::{Batcher, Job, Permit};
 use bitnet_engine::{ChatMessage, Engine, GenerationParams};
 use tokio::sync::mpsc;
 
 use crate::ShutdownHandle;
 use crate::api::{self, ChatBody, Common, CompletionBody, Defaults, Prompt, Usage};
 use crate::error::ApiError;
+use crate::jobs::{Event, TokioSink};
 use crate::metrics::{Endpoint, Metrics};
-use crate::scheduler::{self, Event, Job};
 use crate::stream::{self, StreamKind, StreamMeta};
 
 /// Everything the handlers share.
@@ -28,7 +29,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     engine: Arc<Engine>,
-    scheduler: scheduler::Client,
+    scheduler: Batcher,
     metrics: Arc<Metrics>,
     shutdown: ShutdownHandle,
     model_name: String,
@@ -48,7 +49,7 @@ impl AppState {
     /// The shared state.
     pub fn new(
         engine: Arc<Engine>,
-        scheduler: scheduler::Client,
+        scheduler: Batcher,
         metrics: Arc<Metrics>,
         shutdown: ShutdownHandle,
         config: &crate::ServerConfig,
@@ -125,11 +126,11 @@ impl Inner {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ (nanos << 20) ^ self.created
     }
 
-    fn admit(&self) -> Result<scheduler::Permit, ApiError> {
+    fn admit(&self) -> Result<Permit, ApiError> {
         if self.shutdown.is_shutting_down() {
             return Err(ApiError::shutting_down());
         }
-        self.scheduler.admit()
+        self.scheduler.admit().map_err(|_| ApiError::overloaded())
     }
 
     /// Renders and tokenises on the blocking pool.
@@ -218,12 +219,17 @@ impl Inner {
         let prompt = self.tokenize(input).await?;
         params.max_tokens = self.limit(prompt.len(), requested, default_max, param)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.scheduler.submit(Job {
-            prompt,
-            params,
-            tx,
-            permit,
-        })?;
+        self.scheduler
+            .submit(Job {
+                prompt,
+                params,
+                sink: Box::new(TokioSink(tx)),
+                permit,
+            })
+            .map_err(|e| match e {
+                bitnet_engine::Error::EngineStopped => ApiError::shutting_down(),
+                e => ApiError::internal(e.to_string()),
+            })?;
         Ok(rx)
     }
 
@@ -479,9 +485,9 @@ async fn health(State(s): State<AppState>) -> Response {
     let body = serde_json::json!({
         "status": text,
         "model": s.model_name,
-        "slots": s.metrics.slots(),
-        "slots_busy": s.metrics.running(),
-        "queue": s.metrics.queued(),
+        "slots": s.scheduler.slots(),
+        "slots_busy": s.scheduler.running(),
+        "queue": s.scheduler.queued(),
     });
     (status, axum::Json(body)).into_response()
 }
@@ -492,7 +498,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.0.metrics.render(),
+        s.0.metrics
+            .render(s.0.scheduler.queued(), s.0.scheduler.running()),
     )
         .into_response()
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::api::{ChatChunk, ChunkChoice, Delta, TextChoice, TextCompletion, Usage};
 use crate::error::ApiError;
-use crate::scheduler::Event;
+use crate::jobs::Event;
 
 /// Which chunk format.
 #[derive(Clone, Copy)]

@@ -1,155 +1,21 @@
-//! The engine thread: admission, slots, and one batched forward pass per
-//! step (see the crate documentation for the policy).
+//! The engine thread's loop: admission into slots, and one batched forward
+//! pass per step (the policy is in the module above).
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bitnet_engine::{Engine, GenerationParams, SequenceState, StopReason};
-use bitnet_model::{BatchToken, KvCache, Model, Scratch};
-use tokio::sync::mpsc::UnboundedSender;
+use bitnet_model::{BatchToken, KvCache, Scratch};
 
-use crate::ServerConfig;
-use crate::api::Usage;
-use crate::error::ApiError;
-use crate::metrics::Metrics;
-
-/// What the engine tells a request.
-#[derive(Debug)]
-pub enum Event {
-    /// Text that became final.
-    Text(String),
-    /// The sequence ended.
-    Done {
-        /// Why.
-        reason: StopReason,
-        /// Token counts.
-        usage: Usage,
-    },
-    /// The request failed.
-    Error(ApiError),
-}
-
-/// A place in the system (queue or slot), returned when dropped.
-pub struct Permit {
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.metrics.inflight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A request for the engine.
-pub struct Job {
-    /// Prompt ids (non-empty, shorter than the context).
-    pub prompt: Vec<u32>,
-    /// What to generate.
-    pub params: GenerationParams,
-    /// Where the events go; closed = the client is gone.
-    pub tx: UnboundedSender<Event>,
-    /// Held until the sequence is freed.
-    pub permit: Permit,
-}
-
-enum Command {
-    Submit(Job),
-    Shutdown(Duration),
-}
-
-/// The HTTP side's handle on the engine thread.
-#[derive(Clone)]
-pub struct Client {
-    tx: mpsc::Sender<Command>,
-    metrics: Arc<Metrics>,
-    limit: usize,
-}
-
-impl Client {
-    /// Takes a place, or fails with 503 when slots and queue are full.
-    pub fn admit(&self) -> Result<Permit, ApiError> {
-        let inflight = &self.metrics.inflight;
-        let mut current = inflight.load(Ordering::SeqCst);
-        loop {
-            if current >= self.limit {
-                return Err(ApiError::overloaded());
-            }
-            match inflight.compare_exchange(
-                current,
-                current + 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => {
-                    return Ok(Permit {
-                        metrics: Arc::clone(&self.metrics),
-                    });
-                }
-                Err(now) => current = now,
-            }
-        }
-    }
-
-    /// Hands a job to the engine.
-    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        self.tx
-            .send(Command::Submit(job))
-            .map_err(|_| ApiError::shutting_down())
-    }
-
-    /// Asks the engine to stop taking work and to end running sequences
-    /// within `grace`.
-    pub fn shutdown(&self, grace: Duration) {
-        let _ = self.tx.send(Command::Shutdown(grace));
-    }
-}
-
-/// Starts the engine thread.
-pub fn spawn(
-    engine: Arc<Engine>,
-    config: &ServerConfig,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<(Client, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel();
-    let n_ctx = engine.n_ctx();
-    let model: &Model = engine.model();
-    let kv_type = engine.options().kv_type;
-    let caches = (0..config.parallel)
-        .map(|_| model.new_cache(n_ctx, kv_type))
-        .collect();
-    let scheduler = Scheduler {
-        n_ctx,
-        n_vocab: model.hparams().n_vocab,
-        n_batch: engine.options().n_batch.max(1),
-        prefill_chunk: config.prefill_chunk.max(1),
-        engine,
-        rx,
-        metrics: Arc::clone(&metrics),
-        slots: (0..config.parallel).map(|_| None).collect(),
-        caches,
-        waiting: VecDeque::new(),
-        scratch: Scratch::new(),
-        rr: 0,
-        deadline: None,
-        disconnected: false,
-    };
-    let handle = std::thread::Builder::new()
-        .name("bitnet-engine".into())
-        .spawn(move || scheduler.run())?;
-    let client = Client {
-        tx,
-        limit: config.parallel + config.queue,
-        metrics,
-    };
-    Ok((client, handle))
-}
+use super::{BatchConfig, Command, Event, Failure, Job, Load, Observer, Outcome, Permit, Sink};
+use crate::engine::Engine;
+use crate::sequence::{SequenceState, StopReason};
 
 struct Running {
-    tx: UnboundedSender<Event>,
+    sink: Box<dyn Sink>,
     _permit: Permit,
     state: SequenceState,
     prompt: Vec<u32>,
@@ -157,15 +23,26 @@ struct Running {
     fed: usize,
     /// The last sampled token, to be fed next step.
     pending: Option<u32>,
+    submitted: Instant,
+    first_token: Option<Instant>,
 }
 
-struct Scheduler {
+struct Waiting {
+    job: Job,
+    submitted: Instant,
+}
+
+pub(super) struct Scheduler {
     engine: Arc<Engine>,
     rx: mpsc::Receiver<Command>,
-    metrics: Arc<Metrics>,
+    load: Arc<Load>,
+    observer: Arc<dyn Observer>,
+    /// Occupied or free slots; `caches[i]` belongs to `slots[i]`. Both grow
+    /// (to `parallel`) only when every existing slot is busy.
     slots: Vec<Option<Running>>,
     caches: Vec<KvCache>,
-    waiting: VecDeque<Job>,
+    parallel: usize,
+    waiting: VecDeque<Waiting>,
     scratch: Scratch,
     n_ctx: usize,
     n_vocab: usize,
@@ -179,7 +56,34 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn run(mut self) {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        config: &BatchConfig,
+        rx: mpsc::Receiver<Command>,
+        load: Arc<Load>,
+        observer: Arc<dyn Observer>,
+    ) -> Scheduler {
+        Scheduler {
+            n_ctx: engine.n_ctx(),
+            n_vocab: engine.model().hparams().n_vocab,
+            n_batch: engine.options().n_batch.max(1),
+            prefill_chunk: config.prefill_chunk.max(1),
+            parallel: config.parallel.max(1),
+            engine,
+            rx,
+            load,
+            observer,
+            slots: Vec::new(),
+            caches: Vec::new(),
+            waiting: VecDeque::new(),
+            scratch: Scratch::new(),
+            rr: 0,
+            deadline: None,
+            disconnected: false,
+        }
+    }
+
+    pub(super) fn run(mut self) {
         loop {
             self.receive();
             self.drop_cancelled();
@@ -195,7 +99,12 @@ impl Scheduler {
                 }
                 continue;
             }
-            self.step();
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.step())) {
+                self.fail_all(format!(
+                    "the forward pass panicked: {}",
+                    panic_message(&*panic)
+                ));
+            }
         }
     }
 
@@ -223,74 +132,122 @@ impl Scheduler {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Submit(job) if self.deadline.is_some() => {
-                let _ = job.tx.send(Event::Error(ApiError::shutting_down()));
+                job.sink.send(Event::Failed(Failure::ShuttingDown));
             }
-            Command::Submit(job) => self.waiting.push_back(job),
+            Command::Submit(job) => self.waiting.push_back(Waiting {
+                job,
+                submitted: Instant::now(),
+            }),
+            // A task that panics drops its result channel, which its caller
+            // sees as an error; the thread goes on.
+            Command::Run(task) => {
+                let engine = &*self.engine;
+                let _ = catch_unwind(AssertUnwindSafe(|| task(engine)));
+            }
             Command::Shutdown(grace) => {
                 let at = Instant::now() + grace;
                 self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
-                for job in self.waiting.drain(..) {
-                    let _ = job.tx.send(Event::Error(ApiError::shutting_down()));
+                for w in self.waiting.drain(..) {
+                    w.job.sink.send(Event::Failed(Failure::ShuttingDown));
                 }
             }
         }
     }
 
-    /// Frees the slots (and queue places) of clients that went away.
+    /// Frees the slots (and queue places) of receivers that went away.
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
-            if self.slots[i].as_ref().is_some_and(|r| r.tx.is_closed()) {
-                self.free(i, true);
+            if self.slots[i].as_ref().is_some_and(|r| r.sink.is_closed()) {
+                self.release(i, true);
             }
         }
-        self.waiting.retain(|job| !job.tx.is_closed());
+        self.waiting.retain(|w| !w.job.sink.is_closed());
+    }
+
+    /// A free slot, adding one (with its cache) if all are busy and there
+    /// may be more.
+    fn free_slot(&mut self) -> Option<usize> {
+        if let Some(i) = self.slots.iter().position(Option::is_none) {
+            return Some(i);
+        }
+        if self.slots.len() >= self.parallel {
+            return None;
+        }
+        let engine = &*self.engine;
+        self.caches.push(
+            engine
+                .model()
+                .new_cache(self.n_ctx, engine.options().kv_type),
+        );
+        self.slots.push(None);
+        Some(self.slots.len() - 1)
     }
 
     /// Moves waiting jobs into free slots, oldest first.
     fn admit(&mut self) {
-        for i in 0..self.slots.len() {
-            if self.slots[i].is_some() {
-                continue;
-            }
-            let Some(job) = self.waiting.pop_front() else {
+        while !self.waiting.is_empty() {
+            let Some(i) = self.free_slot() else {
+                return;
+            };
+            let Some(Waiting { job, submitted }) = self.waiting.pop_front() else {
                 return;
             };
             self.caches[i].clear();
             let state = SequenceState::new(self.engine.tokenizer(), &job.prompt, job.params);
             self.slots[i] = Some(Running {
-                tx: job.tx,
+                sink: job.sink,
                 _permit: job.permit,
                 state,
                 prompt: job.prompt,
                 fed: 0,
                 pending: None,
+                submitted,
+                first_token: None,
             });
-            self.metrics.active.fetch_add(1, Ordering::SeqCst);
+            self.load.active.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    /// Ends the sequence in slot `i` with a final event, sent after the slot
-    /// and the permit are released (so a client that sees the end can be
+    /// Ends the sequence in slot `i` with its outcome, sent after the slot
+    /// and the permit are released (so a caller that sees the end can be
     /// admitted again at once).
     fn finish(&mut self, i: usize, reason: StopReason) {
         if let Some(r) = self.release(i, reason == StopReason::Cancelled) {
-            let usage = Usage::new(r.prompt.len(), r.state.generated().len());
-            let Running { tx, _permit, .. } = r;
+            let now = Instant::now();
+            let first = r.first_token.unwrap_or(now);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let outcome = Outcome {
+                reason,
+                prompt_tokens: r.prompt.len(),
+                completion_tokens: r.state.generated().len(),
+                prompt_ms: ms(first.duration_since(r.submitted)),
+                generation_ms: ms(now.duration_since(first)),
+            };
+            let Running { sink, _permit, .. } = r;
             drop(_permit);
-            let _ = tx.send(Event::Done { reason, usage });
+            sink.send(Event::Done(outcome));
         }
     }
 
-    /// Frees slot `i` without a word (the client is gone).
-    fn free(&mut self, i: usize, cancelled: bool) {
-        self.release(i, cancelled);
+    /// Ends the sequence in slot `i` with a failure.
+    fn fail(&mut self, i: usize, message: &str) {
+        if let Some(Running { sink, _permit, .. }) = self.release(i, false) {
+            drop(_permit);
+            sink.send(Event::Failed(Failure::Internal(message.to_string())));
+        }
+    }
+
+    fn fail_all(&mut self, message: String) {
+        for i in 0..self.slots.len() {
+            self.fail(i, &message);
+        }
     }
 
     fn release(&mut self, i: usize, cancelled: bool) -> Option<Running> {
         let r = self.slots[i].take()?;
         self.caches[i].clear();
-        self.metrics.active.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.sequence_done(cancelled);
+        self.load.active.fetch_sub(1, Ordering::SeqCst);
+        self.observer.sequence_done(cancelled);
         Some(r)
     }
 
@@ -355,14 +312,12 @@ impl Scheduler {
                 let mut seqs: Vec<usize> = batch.iter().map(|b| b.seq).collect();
                 seqs.dedup();
                 for i in seqs {
-                    if let Some(Running { tx, _permit, .. }) = self.release(i, false) {
-                        drop(_permit);
-                        let _ = tx.send(Event::Error(ApiError::internal(message.clone())));
-                    }
+                    self.fail(i, &message);
                 }
                 return;
             }
         };
+        let now = Instant::now();
         let mut generated = 0;
         let mut ended: Vec<(usize, Option<StopReason>)> = Vec::new();
         for (row, &i) in logits.chunks_exact(self.n_vocab).zip(&owners) {
@@ -370,9 +325,10 @@ impl Scheduler {
             let Some(r) = self.slots[i].as_mut() else {
                 continue;
             };
+            r.first_token.get_or_insert(now);
             let step = r.state.step(row, room);
             generated += usize::from(step.token.is_some());
-            if !step.text.is_empty() && r.tx.send(Event::Text(step.text)).is_err() {
+            if !step.text.is_empty() && !r.sink.send(Event::Text(step.text)) {
                 ended.push((i, None));
                 continue;
             }
@@ -385,11 +341,13 @@ impl Scheduler {
                 None => {}
             }
         }
-        self.metrics.step(batch.len() - decoding, generated);
+        self.observer.step(batch.len() - decoding, generated);
         for (i, reason) in ended {
             match reason {
                 Some(reason) => self.finish(i, reason),
-                None => self.free(i, true),
+                None => {
+                    self.release(i, true);
+                }
             }
         }
     }
@@ -397,4 +355,15 @@ impl Scheduler {
 
 fn batch_token(seq: usize, token: u32, logits: bool) -> BatchToken {
     BatchToken { seq, token, logits }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
 }
