@@ -169,7 +169,11 @@ pub struct Server {
 impl Server {
     /// Binds the listener, starts the engine thread and the HTTP runtime, and
     /// returns at once.
-    pub fn start(engine: Engine, config: ServerConfig) -> Result<Server, Error> {
+    ///
+    /// The engine may be shared (`Arc<Engine>`) with other users of the
+    /// same model, such as a Python program that also generates directly.
+    pub fn start(engine: impl Into<Arc<Engine>>, config: ServerConfig) -> Result<Server, Error> {
+        let engine: Arc<Engine> = engine.into();
         if config.parallel == 0 {
             return Err(Error::Config("--parallel must be at least 1".into()));
         }
@@ -200,7 +204,6 @@ impl Server {
             source,
         })?;
 
-        let engine = Arc::new(engine);
         let metrics = Arc::new(metrics::Metrics::new(config.parallel));
         let batch = bitnet_engine::batch::BatchConfig {
             parallel: config.parallel,
@@ -286,6 +289,12 @@ impl Server {
                 }
             }
         });
+    }
+
+    /// Whether the server has stopped serving (after a shutdown, or a
+    /// failure that [`Server::wait`] reports).
+    pub fn is_finished(&self) -> bool {
+        self.http.is_finished()
     }
 
     /// Waits until the server has stopped.

@@ -100,6 +100,12 @@ impl EventReceiver {
         }
     }
 
+    /// Tells the engine thread that nobody listens any more (as dropping
+    /// the receiver does): the sequence is cancelled at its next step.
+    pub fn close(&self) {
+        self.0.receiver_gone.store(true, Ordering::SeqCst);
+    }
+
     /// Every event already queued, without waiting.
     pub fn drain(&self) -> Vec<Event> {
         self.0.lock().drain(..).collect()
