@@ -52,3 +52,14 @@ def test_stubs_cover_the_native_module() -> None:
                 assert f"def {name}(" in stub, f"{cls.__name__}.{name} missing from _native.pyi"
     for name in ("serve", "kernels_available"):
         assert f"def {name}(" in stub
+
+
+def test_the_readme_example_runs_as_written(capsys) -> None:  # type: ignore[no-untyped-def]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- ci: python-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert isinstance(scope["output"], str) and scope["output"]
+    assert len(scope["outputs"]) == 2 and all(isinstance(o, str) for o in scope["outputs"])
+    printed = capsys.readouterr().out
+    assert printed.startswith(" free of charge, to any person obtaining a copy")
