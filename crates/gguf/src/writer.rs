@@ -285,7 +285,11 @@ impl GgufWriter {
         w.flush().map_err(io)
     }
 
-    /// Write the file to `path` (created or truncated).
+    /// Writes the file to `path`, atomically: the bytes go to a temporary
+    /// file beside it (`.NAME.partial-PID`), which is synced and renamed
+    /// over `path` only when complete. A failure (disk full, a read-only
+    /// target) removes the temporary file, and an interrupted process leaves
+    /// at most that hidden temporary, never a `path` that looks complete.
     pub fn write_file(&self, path: &Path) -> Result<()> {
         let io = |op: &'static str| {
             move |source| Error::Io {
@@ -294,16 +298,33 @@ impl GgufWriter {
                 source,
             }
         };
-        let file = std::fs::File::create(path).map_err(io("create"))?;
-        let mut out = std::io::BufWriter::new(file);
-        match self.write_to(&mut out) {
-            Err(Error::WriteIo { source }) => Err(io("write")(source)),
-            r => r,
-        }?;
-        out.into_inner()
-            .map_err(|e| io("write")(e.into_error()))?
-            .sync_all()
-            .map_err(io("sync"))
+        let name = path.file_name().ok_or_else(|| {
+            io("create")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the output path has no file name",
+            ))
+        })?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".partial-{}", std::process::id()));
+        let temp = path.with_file_name(temp_name);
+        let written = (|| {
+            let file = std::fs::File::create(&temp).map_err(io("create"))?;
+            let mut out = std::io::BufWriter::new(file);
+            match self.write_to(&mut out) {
+                Err(Error::WriteIo { source }) => Err(io("write")(source)),
+                r => r,
+            }?;
+            out.into_inner()
+                .map_err(|e| io("write")(e.into_error()))?
+                .sync_all()
+                .map_err(io("sync"))?;
+            std::fs::rename(&temp, path).map_err(io("rename"))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written
     }
 
     /// The whole file as a byte vector.

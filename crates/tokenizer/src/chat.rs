@@ -54,6 +54,10 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
+/// The most instructions one rendering may run: about a thousand times what
+/// the longest real templates need for a hundred-message conversation.
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+
 impl ChatTemplate {
     /// Compiles `source` (named `chat_template` in errors). `bos_token` and `eos_token` are the
     /// strings the template sees as `bos_token` / `eos_token`.
@@ -70,6 +74,9 @@ impl ChatTemplate {
         eos_token: &str,
     ) -> Result<ChatTemplate> {
         let mut env = Environment::new();
+        // Templates come from model files: a hostile one must not hang or
+        // exhaust the engine (found by the chat_template fuzz target).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);

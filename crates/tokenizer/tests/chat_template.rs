@@ -154,3 +154,30 @@ fn strftime_now_gives_the_current_date() {
     assert_eq!(parts[1].len(), 2);
     assert_eq!(parts[2].len(), 2);
 }
+
+/// Templates come from model files: one that loops for ever or builds an
+/// enormous string is stopped with an error, quickly.
+#[test]
+fn hostile_templates_end_with_an_error() {
+    use bitnet_tokenizer::{ChatMessage, ChatTemplate};
+    let messages = [ChatMessage::new("user", "hi")];
+    let hostile = [
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    ];
+    for source in hostile {
+        let t0 = std::time::Instant::now();
+        let template = ChatTemplate::new(source, "<s>", "</s>").unwrap();
+        let result = template.render(&messages, true);
+        assert!(
+            result.is_err(),
+            "{source}: rendered {} bytes",
+            result.map(|s| s.len()).unwrap_or(0)
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "{source}: {:?}",
+            t0.elapsed()
+        );
+    }
+}

@@ -120,6 +120,10 @@ pub struct Behaviour {
     /// on every connection is closed at once, unanswered (the port stays
     /// taken, so no other test's server can get it).
     pub die_after: Option<usize>,
+    /// Send the next file GET body's first bytes, this many, then hold the
+    /// connection open while `stalling` stays true (at most 60 s).
+    pub stall_after: Option<usize>,
+    pub stalling: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -493,10 +497,15 @@ fn send(mut stream: TcpStream, req: &Logged, resp: Resp, shared: &Shared) {
     }
     let mut cut = None;
     let mut kill = false;
+    let mut stall = false;
     if resp.file_body && req.method == "GET" {
         let mut st = shared.state.lock().unwrap();
         let b = &mut st.behaviour;
-        if let Some(n) = b.die_after.take() {
+        if let Some(n) = b.stall_after.take() {
+            cut = Some(n);
+            stall = true;
+            b.stalling = true;
+        } else if let Some(n) = b.die_after.take() {
             cut = Some(n);
             kill = true;
         } else if b.cut_gets > 0 {
@@ -507,6 +516,13 @@ fn send(mut stream: TcpStream, req: &Logged, resp: Resp, shared: &Shared) {
     let n = cut.unwrap_or(resp.body.len()).min(resp.body.len());
     let _ = stream.write_all(&resp.body[..n]);
     let _ = stream.flush();
+    let t0 = std::time::Instant::now();
+    while stall
+        && shared.state.lock().unwrap().behaviour.stalling
+        && t0.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     if kill {
         shared.dead.store(true, Ordering::SeqCst);
     }

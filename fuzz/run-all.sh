@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS (default 60) with the limits the README
+# states: no input may take over 10 s, use over 2 GiB, or allocate over
+# 2 GiB at once. Builds the seed corpora first. Exits non-zero on the first
+# target that finds a crash, a timeout or an out-of-memory.
+#
+#   fuzz/run-all.sh [SECONDS] [TARGET...]
+#
+# cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain
+# accept them (no sanitizer: `-s none`; libFuzzer's coverage guidance and the
+# limits still apply).
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(gguf_parse gguf_model hf_checkpoint tokenizer_json chat_template)
+fi
+export RUSTC_BOOTSTRAP=1
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+./seed-corpora.sh
+for t in "${targets[@]}"; do cargo fuzz build -s none --release "$t" 2>&1 | tail -1; done
+for t in "${targets[@]}"; do
+    mkdir -p "artifacts/$t"
+    # Regression inputs (every input that ever failed) join the corpus.
+    if [ -d "regressions/$t" ]; then cp regressions/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
+    echo "== $t for ${seconds}s"
+    cargo fuzz run -s none --release "$t" "corpus/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+        -artifact_prefix="artifacts/$t/" -print_final_stats=1 2>&1 \
+        | grep -E "^(#[0-9]+.*(DONE|INITED)|Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|.*deadly signal|.*timeout|.*out-of-memory)" || true
+    if ls "artifacts/$t"/{crash,timeout,oom,leak}-* >/dev/null 2>&1; then
+        echo "$t: failing inputs in fuzz/artifacts/$t" >&2
+        exit 1
+    fi
+done
