@@ -485,6 +485,27 @@ impl Engine {
         })
     }
 
+    /// One forward pass of `tokens` (one sequence, appended to `cache`),
+    /// with the logits of every position.
+    fn forward_scoring<'s>(
+        &self,
+        tokens: &[u32],
+        cache: &mut bitnet_model::KvCache,
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s [f32]> {
+        let batch: Vec<BatchToken> = tokens
+            .iter()
+            .map(|&token| BatchToken {
+                seq: 0,
+                token,
+                logits: true,
+            })
+            .collect();
+        Ok(self
+            .model
+            .forward(&self.pool, &batch, std::slice::from_mut(cache), scratch)?)
+    }
+
     /// The logits at every position of `ids`, run in a fresh cache:
     /// `ids.len() × n_vocab` values, row-major.
     pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
@@ -511,20 +532,7 @@ impl Engine {
         let mut scratch = Scratch::new();
         let mut out = Vec::with_capacity(ids.len() * n_vocab);
         for chunk in ids.chunks(self.opts.n_batch) {
-            let batch: Vec<BatchToken> = chunk
-                .iter()
-                .map(|&token| BatchToken {
-                    seq: 0,
-                    token,
-                    logits: true,
-                })
-                .collect();
-            out.extend_from_slice(self.model.forward(
-                &self.pool,
-                &batch,
-                std::slice::from_mut(&mut cache),
-                &mut scratch,
-            )?);
+            out.extend_from_slice(self.forward_scoring(chunk, &mut cache, &mut scratch)?);
         }
         Ok(out)
     }
@@ -578,20 +586,8 @@ impl Engine {
             let mut start = 0;
             while start < window.len() {
                 let end = (start + self.opts.n_batch).min(window.len());
-                let batch: Vec<BatchToken> = inputs[start..end]
-                    .iter()
-                    .map(|&token| BatchToken {
-                        seq: 0,
-                        token,
-                        logits: true,
-                    })
-                    .collect();
-                let logits = self.model.forward(
-                    &self.pool,
-                    &batch,
-                    std::slice::from_mut(&mut cache),
-                    &mut scratch,
-                )?;
+                let logits =
+                    self.forward_scoring(&inputs[start..end], &mut cache, &mut scratch)?;
                 for (i, row) in logits.chunks_exact(vocab).enumerate() {
                     nll += negative_log_likelihood(row, window[start + i]);
                 }
