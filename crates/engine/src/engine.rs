@@ -586,8 +586,7 @@ impl Engine {
             let mut start = 0;
             while start < window.len() {
                 let end = (start + self.opts.n_batch).min(window.len());
-                let logits =
-                    self.forward_scoring(&inputs[start..end], &mut cache, &mut scratch)?;
+                let logits = self.forward_scoring(&inputs[start..end], &mut cache, &mut scratch)?;
                 for (i, row) in logits.chunks_exact(vocab).enumerate() {
                     nll += negative_log_likelihood(row, window[start + i]);
                 }

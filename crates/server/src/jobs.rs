@@ -56,4 +56,16 @@ impl batch::Observer for crate::metrics::Metrics {
     fn sequence_done(&self, cancelled: bool) {
         crate::metrics::Metrics::sequence_done(self, cancelled);
     }
+
+    fn first_token(&self, seconds: f64) {
+        self.ttft.observe(seconds);
+    }
+
+    fn token_interval(&self, seconds: f64) {
+        self.inter_token.observe(seconds);
+    }
+
+    fn request_latency(&self, seconds: f64) {
+        self.request_latency.observe(seconds);
+    }
 }

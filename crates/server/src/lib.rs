@@ -43,6 +43,7 @@
 
 mod api;
 mod error;
+mod histogram;
 mod jobs;
 mod metrics;
 mod routes;

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::histogram::{Histogram, INTER_TOKEN_BUCKETS, REQUEST_BUCKETS, TTFT_BUCKETS};
+
 /// The endpoints that count requests.
 #[derive(Clone, Copy)]
 pub enum Endpoint {
@@ -45,6 +47,22 @@ pub struct Metrics {
     steps: AtomicU64,
     batch_tokens: AtomicU64,
     window: Mutex<VecDeque<(Instant, u64, u64)>>,
+    /// Seconds from arrival to the first token.
+    pub ttft: Histogram,
+    /// Seconds between two tokens of a sequence.
+    pub inter_token: Histogram,
+    /// Seconds from arrival to the end of a finished request.
+    pub request_latency: Histogram,
+}
+
+/// What the engine thread holds now, for the gauges.
+pub struct Current {
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Sequences in a slot.
+    pub running: usize,
+    /// Fraction of the slots' KV cache positions in use.
+    pub kv_cache_usage: f64,
 }
 
 impl Metrics {
@@ -64,6 +82,9 @@ impl Metrics {
             steps: AtomicU64::new(0),
             batch_tokens: AtomicU64::new(0),
             window: Mutex::new(VecDeque::new()),
+            ttft: Histogram::new(TTFT_BUCKETS),
+            inter_token: Histogram::new(INTER_TOKEN_BUCKETS),
+            request_latency: Histogram::new(REQUEST_BUCKETS),
         }
     }
 
@@ -132,9 +153,11 @@ impl Metrics {
         (p as f64 / span, g as f64 / span)
     }
 
-    /// The Prometheus exposition, with the engine's current `queued` jobs
-    /// and `running` sequences.
-    pub fn render(&self, queued: usize, running: usize) -> String {
+    /// The Prometheus exposition, with what the engine holds `now`. Beside
+    /// the `bitnet_*` metrics, the names that Kubernetes LLM routing and
+    /// dashboards read from vLLM (`vllm:num_requests_running`, ...).
+    pub fn render(&self, now: &Current) -> String {
+        let (queued, running) = (now.queued, now.running);
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {
@@ -224,6 +247,24 @@ impl Metrics {
             "Slots (--parallel).",
             &[("", self.slots.to_string())],
         );
+        metric(
+            "vllm:num_requests_running",
+            "gauge",
+            "Requests being decoded or prefilled (vLLM's name).",
+            &[("", running.to_string())],
+        );
+        metric(
+            "vllm:num_requests_waiting",
+            "gauge",
+            "Requests waiting for a slot (vLLM's name).",
+            &[("", queued.to_string())],
+        );
+        metric(
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "Fraction of the KV cache positions in use, 0 to 1 (vLLM's name).",
+            &[("", format!("{:.6}", now.kv_cache_usage))],
+        );
         let (prompt_rate, gen_rate) = self.rates();
         metric(
             "bitnet_generation_tokens_per_second",
@@ -242,6 +283,21 @@ impl Metrics {
             "gauge",
             "Seconds since the server started.",
             &[("", format!("{:.3}", self.started.elapsed().as_secs_f64()))],
+        );
+        self.ttft.render(
+            &mut out,
+            "vllm:time_to_first_token_seconds",
+            "Seconds from a request's arrival to its first token.",
+        );
+        self.inter_token.render(
+            &mut out,
+            "vllm:inter_token_latency_seconds",
+            "Seconds between two tokens of a sequence.",
+        );
+        self.request_latency.render(
+            &mut out,
+            "vllm:e2e_request_latency_seconds",
+            "Seconds from a request's arrival to its last token.",
         );
         out
     }

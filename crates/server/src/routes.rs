@@ -498,8 +498,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.0.metrics
-            .render(s.0.scheduler.queued(), s.0.scheduler.running()),
+        s.0.metrics.render(&crate::metrics::Current {
+            queued: s.0.scheduler.queued(),
+            running: s.0.scheduler.running(),
+            kv_cache_usage: s.0.scheduler.kv_cache_usage(),
+        }),
     )
         .into_response()
 }

@@ -154,6 +154,19 @@ pub trait Observer: Send + Sync {
     fn sequence_done(&self, cancelled: bool) {
         let _ = cancelled;
     }
+    /// A sequence sampled its first token, `seconds` after it was submitted
+    /// (time to first token: queueing and prompt processing).
+    fn first_token(&self, seconds: f64) {
+        let _ = seconds;
+    }
+    /// A sequence sampled another token, `seconds` after its previous one.
+    fn token_interval(&self, seconds: f64) {
+        let _ = seconds;
+    }
+    /// A sequence finished (not cancelled), `seconds` after it was submitted.
+    fn request_latency(&self, seconds: f64) {
+        let _ = seconds;
+    }
 }
 
 /// An [`Observer`] that ignores everything.
@@ -169,6 +182,8 @@ struct Load {
     inflight: AtomicUsize,
     /// In a slot.
     active: AtomicUsize,
+    /// Positions held in the KV caches of running sequences.
+    kv_tokens: AtomicUsize,
 }
 
 /// A place in the system (queue or slot), returned when dropped.
@@ -318,6 +333,13 @@ impl Batcher {
     /// The number of slots.
     pub fn slots(&self) -> usize {
         self.parallel
+    }
+
+    /// The fraction of the KV cache in use: positions held by running
+    /// sequences over slots × context (vLLM's `kv_cache_usage_perc`).
+    pub fn kv_cache_usage(&self) -> f64 {
+        let capacity = self.parallel * self.engine.n_ctx();
+        self.load.kv_tokens.load(Ordering::Relaxed) as f64 / capacity.max(1) as f64
     }
 }
 

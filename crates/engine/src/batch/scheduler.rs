@@ -25,6 +25,8 @@ struct Running {
     pending: Option<u32>,
     submitted: Instant,
     first_token: Option<Instant>,
+    /// When the last token was sampled.
+    last_token: Option<Instant>,
 }
 
 struct Waiting {
@@ -203,6 +205,7 @@ impl Scheduler {
                 pending: None,
                 submitted,
                 first_token: None,
+                last_token: None,
             });
             self.load.active.fetch_add(1, Ordering::SeqCst);
         }
@@ -216,6 +219,10 @@ impl Scheduler {
             let now = Instant::now();
             let first = r.first_token.unwrap_or(now);
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            if reason != StopReason::Cancelled {
+                self.observer
+                    .request_latency(now.duration_since(r.submitted).as_secs_f64());
+            }
             let outcome = Outcome {
                 reason,
                 prompt_tokens: r.prompt.len(),
@@ -245,6 +252,12 @@ impl Scheduler {
 
     fn release(&mut self, i: usize, cancelled: bool) -> Option<Running> {
         let r = self.slots[i].take()?;
+        let _ = self
+            .load
+            .kv_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(self.caches[i].len()))
+            });
         self.caches[i].clear();
         self.load.active.fetch_sub(1, Ordering::SeqCst);
         self.observer.sequence_done(cancelled);
@@ -325,9 +338,20 @@ impl Scheduler {
             let Some(r) = self.slots[i].as_mut() else {
                 continue;
             };
-            r.first_token.get_or_insert(now);
+            if r.first_token.is_none() {
+                r.first_token = Some(now);
+                self.observer
+                    .first_token(now.duration_since(r.submitted).as_secs_f64());
+            }
             let step = r.state.step(row, room);
-            generated += usize::from(step.token.is_some());
+            if step.token.is_some() {
+                generated += 1;
+                if let Some(last) = r.last_token {
+                    self.observer
+                        .token_interval(now.duration_since(last).as_secs_f64());
+                }
+                r.last_token = Some(now);
+            }
             if !step.text.is_empty() && !r.sink.send(Event::Text(step.text)) {
                 ended.push((i, None));
                 continue;
@@ -342,6 +366,14 @@ impl Scheduler {
             }
         }
         self.observer.step(batch.len() - decoding, generated);
+        let held = self
+            .slots
+            .iter()
+            .zip(&self.caches)
+            .filter(|(slot, _)| slot.is_some())
+            .map(|(_, cache)| cache.len())
+            .sum();
+        self.load.kv_tokens.store(held, Ordering::Relaxed);
         for (i, reason) in ended {
             match reason {
                 Some(reason) => self.finish(i, reason),
