@@ -22,15 +22,20 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 ./seed-corpora.sh
 for t in "${targets[@]}"; do cargo fuzz build -s none --release "$t" 2>&1 | tail -1; done
 for t in "${targets[@]}"; do
+    rm -rf "artifacts/$t"
     mkdir -p "artifacts/$t"
     # Regression inputs (every input that ever failed) join the corpus.
     if [ -d "regressions/$t" ]; then cp regressions/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
     echo "== $t for ${seconds}s"
+    # Whole model files are seeds: let inputs be as long as the largest.
+    max_len=$(find "corpus/$t" -type f -printf '%s\n' | sort -n | tail -1)
     cargo fuzz run -s none --release "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+        -max_len="$(( ${max_len:-4096} > 4096 ? ${max_len:-4096} : 4096 ))" \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 2>&1 \
-        | grep -E "^(#[0-9]+.*(DONE|INITED)|Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|.*deadly signal|.*timeout|.*out-of-memory)" || true
-    if ls "artifacts/$t"/{crash,timeout,oom,leak}-* >/dev/null 2>&1; then
+        | grep -E "^(#[0-9]+.*(DONE|INITED)|Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|.*deadly signal|.*panicked at.*|.*timeout|.*out-of-memory)" || true
+    if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/timeout-*" >/dev/null \
+        || compgen -G "artifacts/$t/oom-*" >/dev/null || compgen -G "artifacts/$t/leak-*" >/dev/null; then
         echo "$t: failing inputs in fuzz/artifacts/$t" >&2
         exit 1
     fi

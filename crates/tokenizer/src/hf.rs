@@ -219,10 +219,30 @@ pub(crate) fn unescape_spm(text: &str) -> Vec<u8> {
 
 pub(crate) fn load(files: HfFiles<'_>) -> Result<Tokenizer> {
     let (tok_name, tok_bytes) = (&files.tokenizer.0, files.tokenizer.1);
-    let hf = tokenizers::Tokenizer::from_bytes(tok_bytes).map_err(|e| Error::Hf {
+    // The file must be JSON before the tokenizers crate sees it, and that
+    // crate panics on some malformed files (an invalid `\u` escape inside a
+    // decoder, found by fuzzing): its panics are caught and reported as the
+    // file's error.
+    serde_json::from_slice::<serde::de::IgnoredAny>(tok_bytes).map_err(|source| Error::Json {
         file: tok_name.clone(),
-        message: e.to_string(),
+        source,
     })?;
+    let hf = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(tok_bytes))
+        .map_err(|panic| Error::Hf {
+            file: tok_name.clone(),
+            message: format!(
+                "the tokenizers library cannot read it: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("malformed")
+            ),
+        })?
+        .map_err(|e| Error::Hf {
+            file: tok_name.clone(),
+            message: e.to_string(),
+        })?;
 
     let config = match &files.config {
         Some((name, bytes)) => Some((name.as_str(), parse_json(name, bytes)?)),
