@@ -270,7 +270,10 @@ fn line_editing_and_history_at_a_terminal() {
         .unwrap();
     screen.wait_for("the first reply", |t| prompt_after(t, 1));
     keys.write_all(b"/reset\r").unwrap();
-    screen.wait_for("the reset", |t| t.contains("(conversation reset"));
+    screen.wait_for("the prompt after the reset", |t| {
+        t.split_once("(conversation reset")
+            .is_some_and(|(_, after)| after.contains("> "))
+    });
     // Up twice: past "/reset" to "Copyright", sent again.
     keys.write_all(b"\x1b[A\x1b[A\r").unwrap();
     let screen_text = screen.wait_for("the second reply", |t| prompt_after(t, 2));
