@@ -14,7 +14,8 @@ pub struct ModelArgs {
     /// built-in demo model.
     #[arg(short = 'm', long = "model")]
     pub model: Option<String>,
-    /// Threads to use (default: all CPUs).
+    /// Threads to use (default: all CPUs; more than the CPUs is capped, as
+    /// extra threads only wait for one another).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: usize,
     /// Context size in tokens (default: the model's, at most 4096).
@@ -35,10 +36,23 @@ fn parse_kv_type(s: &str) -> Result<KvType, String> {
 }
 
 impl ModelArgs {
+    /// `-t`, capped at the CPU count with a warning.
+    fn threads(&self) -> usize {
+        let cpus = bitnet_threads::available_cpus();
+        if self.threads > cpus {
+            eprintln!(
+                "warning: -t {} is more than the {cpus} CPUs available; using {cpus} threads",
+                self.threads
+            );
+            return cpus;
+        }
+        self.threads
+    }
+
     /// Engine options from the flags.
     pub fn engine_options(&self) -> EngineOptions {
         EngineOptions {
-            threads: self.threads,
+            threads: self.threads(),
             n_ctx: self.ctx_size,
             kv_type: self.kv_type,
             n_batch: self.batch_size,

@@ -13,11 +13,12 @@ mod npy;
 mod perplexity;
 mod pull;
 mod run;
+mod sampling;
 mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,13 @@ enum Command {
     Info(info::InfoArgs),
     /// Download a model from the Hugging Face Hub into the local cache.
     Pull(pull::PullArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell (e.g. `bitnet completions bash >
+    /// ~/.local/share/bash-completion/completions/bitnet`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +77,10 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Info(a) => info::run(a),
         Command::Pull(a) => pull::run(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "bitnet", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,85 +1,14 @@
 //! `bitnet run`: generate text from a prompt, llama-cli style.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bitnet_engine::{ChatMessage, Engine, GenerationParams, SamplerConfig};
+use bitnet_engine::{ChatMessage, Engine, GenerationParams, StopReason};
 use clap::Args;
 
 use crate::args::ModelArgs;
-
-/// Sampling flags shared by `run` and `chat`.
-#[derive(Args, Clone, Debug)]
-pub struct SamplingArgs {
-    /// Temperature (0 = greedy).
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temp: f32,
-    /// Top-k (0 = off).
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
-    /// Top-p (1.0 = off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Min-p (0.0 = off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty (1.0 = off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Tokens the repetition penalty looks back over.
-    #[arg(long = "repeat-last-n", default_value_t = 64)]
-    pub repeat_last_n: usize,
-    /// OpenAI-style presence penalty.
-    #[arg(long = "presence-penalty", default_value_t = 0.0)]
-    pub presence_penalty: f32,
-    /// OpenAI-style frequency penalty.
-    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
-    pub frequency_penalty: f32,
-    /// Random seed (default: from the clock).
-    #[arg(short = 's', long = "seed")]
-    pub seed: Option<u64>,
-}
-
-impl SamplingArgs {
-    /// The sampler configuration and the seed used.
-    pub fn sampler(&self) -> anyhow::Result<(SamplerConfig, u64)> {
-        let check = |name: &str, ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("invalid --{name}"))
-            }
-        };
-        check("temp", self.temp.is_finite() && self.temp >= 0.0)?;
-        check("top-p", (0.0..=1.0).contains(&self.top_p))?;
-        check("min-p", (0.0..=1.0).contains(&self.min_p))?;
-        check(
-            "repeat-penalty",
-            self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,
-        )?;
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-        Ok((
-            SamplerConfig {
-                temperature: self.temp,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                min_p: self.min_p,
-                repeat_penalty: self.repeat_penalty,
-                repeat_last_n: self.repeat_last_n,
-                frequency_penalty: self.frequency_penalty,
-                presence_penalty: self.presence_penalty,
-                seed,
-            },
-            seed,
-        ))
-    }
-}
+use crate::sampling::{self, SamplingArgs};
 
 /// Output format of `run` and `perplexity`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,14 +25,15 @@ pub enum OutputFormat {
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt.
+    /// The prompt (default: read from stdin when it is not a terminal).
     #[arg(short = 'p', long = "prompt")]
     pub prompt: Option<String>,
-    /// Read the prompt from a file.
+    /// Read the prompt from a file (`-` for stdin), as it is.
     #[arg(short = 'f', long = "file", conflicts_with = "prompt")]
     pub file: Option<PathBuf>,
-    /// Number of tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    /// Number of tokens to generate; -1: until the end of the text or a
+    /// full context.
+    #[arg(short = 'n', long = "n-predict", default_value = "128", allow_negative_numbers = true, value_parser = sampling::n_predict)]
     pub n_predict: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -156,27 +86,60 @@ pub fn prompt_tokens(
     Ok((rendered, ids))
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let text = match (&args.prompt, &args.file) {
-        (Some(p), _) => p.clone(),
+/// Reads all of a prompt source; `what` names it in errors.
+fn read_text(source: &mut dyn Read, what: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    source
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the prompt from {what}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} is not valid UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// The prompt text: `-p`, `-f FILE`, `-f -` (stdin), or stdin when it is
+/// not a terminal (and not empty).
+fn prompt_text(args: &RunArgs) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    match (&args.prompt, &args.file) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(f)) if f == Path::new("-") => read_text(&mut stdin.lock(), "stdin"),
         (None, Some(f)) => {
-            let bytes = std::fs::read(f)
+            let mut file = std::fs::File::open(f)
                 .with_context(|| format!("cannot read prompt file {}", f.display()))?;
-            String::from_utf8(bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "prompt file {} is not valid UTF-8 (at byte {})",
-                    f.display(),
-                    e.utf8_error().valid_up_to()
-                )
-            })?
+            read_text(&mut file, &format!("prompt file {}", f.display()))
         }
-        (None, None) => bail!("give a prompt with -p PROMPT or -f FILE"),
-    };
-    let (sampler, seed) = args.sampling.sampler()?;
+        (None, None) if !stdin.is_terminal() => {
+            let text = read_text(&mut stdin.lock(), "stdin")?;
+            if text.is_empty() {
+                bail!("no prompt: stdin is empty; give one with -p PROMPT, -f FILE or on stdin");
+            }
+            Ok(text)
+        }
+        (None, None) => {
+            bail!("give a prompt with -p PROMPT, -f FILE, or on stdin (-f - or a pipe)")
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let text = prompt_text(&args)?;
+    let (sampler, seed) = args.sampling.sampler();
     let t_load = std::time::Instant::now();
     let engine = args.model.load()?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let (display, prompt) = prompt_tokens(&engine, &text, args.chat, args.system.as_deref())?;
+    // Refused before anything is echoed (an empty prompt runs as BOS).
+    if prompt.len() > engine.n_ctx() {
+        return Err(bitnet_engine::Error::PromptTooLong {
+            n_tokens: prompt.len(),
+            n_ctx: engine.n_ctx(),
+        }
+        .into());
+    }
     let params = GenerationParams {
         max_tokens: args.n_predict,
         sampler,
@@ -203,6 +166,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     if let (Some(path), Some(logits)) = (&args.logits_out, &out.prompt_logits) {
         crate::npy::write_f32(path, logits)?;
+    }
+    if out.stop_reason == StopReason::ContextFull {
+        eprintln!(
+            "\n(generation stopped: the context of {} tokens is full; -c/--ctx-size sets its size)",
+            engine.n_ctx()
+        );
     }
     let t = &out.timings;
     if json {

@@ -41,6 +41,17 @@ fn missing_file_is_named() {
         &mut run_model(Path::new("/nonexistent/model.gguf")),
         &["/nonexistent/model.gguf", "no such file"],
     );
+    // Relative paths that are also valid repo-id shapes are files when they
+    // look like one: never a Hub lookup.
+    for spec in [
+        "out/tiny-tq1_0.gguf",
+        "models/ggml-model-i2_s.gguf",
+        "missing.gguf",
+        "./model",
+    ] {
+        let stderr = fails_with(&mut run_model(Path::new(spec)), &[spec, "no such file"]);
+        assert!(!stderr.contains("Hugging Face"), "{stderr}");
+    }
 }
 
 #[test]
@@ -191,17 +202,54 @@ fn hf_checkpoint_errors() {
 
 #[test]
 fn prompt_longer_than_the_context() {
-    fails_with(
-        bitnet().args([
-            "run",
-            "-m",
-            "builtin",
-            "-c",
-            "8",
-            "-p",
-            "Permission is hereby granted, free of charge, to any person",
-        ]),
-        &["tokens but the context holds 8"],
+    let mut cmd = bitnet();
+    cmd.args([
+        "run",
+        "-m",
+        "builtin",
+        "-c",
+        "8",
+        "-p",
+        "Permission is hereby granted, free of charge, to any person",
+    ]);
+    fails_with(&mut cmd, &["tokens but the context holds 8"]);
+    // Refused before the prompt is echoed.
+    let out = cmd.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+/// Runs a command that clap must refuse as a usage error (exit status 2)
+/// with a message containing every `needle`.
+fn usage_error(args: &[&str], needles: &[&str]) {
+    let out = bitnet().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    for n in needles {
+        assert!(
+            stderr.contains(n),
+            "{args:?}: stderr lacks {n:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_sampling_values_name_the_range() {
+    fn run<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["run", "-m", "builtin", "-p", "x"], extra].concat()
+    }
+    usage_error(&run(&["--top-p", "5"]), &["--top-p", "between 0 and 1"]);
+    usage_error(&run(&["--top-p=-0.1"]), &["--top-p", "between 0 and 1"]);
+    usage_error(&run(&["--min-p", "1.5"]), &["--min-p", "between 0 and 1"]);
+    usage_error(
+        &run(&["--repeat-penalty", "0"]),
+        &["--repeat-penalty", "above 0"],
+    );
+    usage_error(&run(&["--temp", "nan"]), &["--temp", "finite"]);
+    usage_error(&run(&["-n", "-3"]), &["--n-predict", "0 or more, or -1"]);
+    usage_error(&run(&["--seed", "-2"]), &["--seed", "-1 for a random one"]);
+    usage_error(
+        &["chat", "-m", "builtin", "--top-p", "2"],
+        &["between 0 and 1"],
     );
 }
 
@@ -281,11 +329,23 @@ fn context_too_big_for_memory_is_refused_up_front() {
 }
 
 #[test]
-fn absurd_thread_count_is_refused() {
-    fails_with(
-        bitnet().args(["run", "-m", "builtin", "-p", "x", "-n", "1", "-t", "100000"]),
-        &["thread count", "100000"],
-    );
+fn more_threads_than_cpus_are_capped_with_a_warning() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for asked in [cpus + 1, 1000, 100_000] {
+        let out = ok(bitnet()
+            .args(["run", "-m", "builtin", "-p", "x", "-n", "1"])
+            .args(["-t", &asked.to_string()]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "warning: -t {asked} is more than the {cpus} CPUs available; using {cpus} threads"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&format!("| {cpus} threads")), "{stderr}");
+    }
+    let out = ok(bitnet().args(["run", "-m", "builtin", "-p", "x", "-n", "1", "-t", "1"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 
 #[test]

@@ -178,3 +178,67 @@ fn interactive_chat_answers_like_run_chat_and_keeps_the_conversation() {
     // A third reply exists (the follow-up turn, with history).
     assert_eq!(replies.len(), 3, "{stdout}");
 }
+
+#[test]
+fn the_prompt_can_come_from_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let prompt = "Permission is hereby granted, free of charge,";
+    let want = ok(bitnet().args([
+        "run",
+        "-m",
+        "builtin",
+        "-p",
+        prompt,
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--output-format",
+        "json",
+    ]));
+    let want = json_stdout(&want);
+    for flags in [&[][..], &["-f", "-"]] {
+        let mut child = bitnet()
+            .args([
+                "run",
+                "-m",
+                "builtin",
+                "-n",
+                "8",
+                "--temp",
+                "0",
+                "--output-format",
+                "json",
+            ])
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(prompt.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json_stdout(&out);
+        assert_eq!(v["prompt"], prompt, "{flags:?}");
+        assert_eq!(v["token_ids"], want["token_ids"], "{flags:?}");
+    }
+    // Nothing on stdin and no -p: an error that says how to give one.
+    let out = bitnet()
+        .args(["run", "-m", "builtin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no prompt: stdin is empty"));
+}

@@ -111,3 +111,109 @@ fn repeat_penalty_avoids_recent_tokens() {
         seen.push(t);
     }
 }
+
+#[test]
+fn llama_cpp_spellings_of_negative_values() {
+    // A temperature of 0 or below is greedy, however it is written.
+    let want = ids(&greedy("builtin")["token_ids"]);
+    for temp in [&["--temp", "-1"][..], &["--temp=-1"], &["--temp", "-0.5"]] {
+        assert_eq!(
+            ids(&run_json("builtin", temp)["token_ids"]),
+            want,
+            "{temp:?}"
+        );
+    }
+    // `--seed -1` asks for a seed from the clock: a different one each run.
+    let seeded = |seed: &str| {
+        json_stdout(&ok(bitnet().args([
+            "run",
+            "-m",
+            "builtin",
+            "-p",
+            PROMPT,
+            "-n",
+            "1",
+            "--seed",
+            seed,
+            "--output-format",
+            "json",
+        ])))["seed"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(seeded("7"), 7);
+    assert_ne!(seeded("-1"), seeded("-1"));
+    // `--repeat-last-n -1`: the penalty looks at the whole context.
+    let out = run_json(
+        "builtin",
+        &[
+            "--temp",
+            "0",
+            "--repeat-penalty",
+            "1e6",
+            "--repeat-last-n",
+            "-1",
+        ],
+    );
+    let mut seen = ids(&out["prompt_token_ids"]);
+    for t in ids(&out["token_ids"]) {
+        assert!(!seen.contains(&t), "token {t} repeated");
+        seen.push(t);
+    }
+}
+
+#[test]
+fn n_minus_one_generates_until_the_context_is_full_and_says_so() {
+    let out = ok(bitnet().args([
+        "run",
+        "-m",
+        "builtin",
+        "-p",
+        PROMPT,
+        "-n",
+        "-1",
+        "-c",
+        "64",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--output-format",
+        "json",
+    ]));
+    let v = json_stdout(&out);
+    assert_eq!(v["stop_reason"], "context_full");
+    // The last token is sampled from the 64th position's logits.
+    let prompt = ids(&v["prompt_token_ids"]).len();
+    assert_eq!(ids(&v["token_ids"]).len(), 64 - prompt + 1);
+    // The same tokens as a run asked for exactly that many.
+    let n = (64 - prompt + 1).to_string();
+    let same = json_stdout(&ok(bitnet().args([
+        "run",
+        "-m",
+        "builtin",
+        "-p",
+        PROMPT,
+        "-n",
+        &n,
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--output-format",
+        "json",
+    ])));
+    assert_eq!(same["stop_reason"], "max_tokens");
+    assert_eq!(v["token_ids"], same["token_ids"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("generation stopped: the context of 64 tokens is full"),
+        "{stderr}"
+    );
+    // Text output too, and the exit status stays 0.
+    let out = ok(bitnet().args([
+        "run", "-m", "builtin", "-p", PROMPT, "-n", "-1", "-c", "64", "--temp", "0",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("context of 64 tokens is full"));
+    // A limit reached first is not a full context.
+    let out = ok(bitnet().args(["run", "-m", "builtin", "-p", PROMPT, "-n", "4", "-c", "64"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("is full"));
+}

@@ -101,8 +101,21 @@ fn local(path: &Path, spec: &str) -> Result<ModelLocation> {
     })
 }
 
+/// `~` or `~/...` with the home directory in place of `~` (a quoted `-m`
+/// reaches us unexpanded); `None` for anything else or without `HOME`.
+fn expand_home(spec: &str) -> Option<PathBuf> {
+    let rest = spec.strip_prefix('~')?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(rest.trim_start_matches('/')))
+}
+
 /// Resolves the `-m` argument (`None` = the default), downloading from the
-/// Hub if needed.
+/// Hub if needed. Anything that looks like a file (a model file's
+/// extension, a leading `./`, `../`, `/` or `~`) is a local path: missing,
+/// it is "no such file", never a Hub download.
 pub fn resolve(spec: Option<&str>, hub: &Hub) -> Result<Resolved> {
     let Some(spec) = spec else {
         if let Some(path) = hub.cached_file(DEFAULT_REPO, "main", DEFAULT_FILE) {
@@ -125,7 +138,8 @@ pub fn resolve(spec: Option<&str>, hub: &Hub) -> Result<Resolved> {
             note: None,
         });
     }
-    let path = Path::new(spec);
+    let home = expand_home(spec);
+    let path = home.as_deref().unwrap_or(Path::new(spec));
     if path.exists() || !Hub::looks_like_repo_id(spec) {
         return Ok(Resolved {
             location: local(path, spec)?,
@@ -191,5 +205,27 @@ mod tests {
         assert_eq!(choose_gguf(&files), Some("ggml-model-i2_s.gguf"));
         assert_eq!(choose_gguf(&files[..2]), Some("ggml-model-f16.gguf"));
         assert_eq!(choose_gguf(&files[..1]), None);
+    }
+
+    #[test]
+    fn missing_files_are_not_hub_repos() {
+        let cache = std::env::temp_dir().join("bitnet-resolve-test-cache");
+        let hub = Hub::new("http://127.0.0.1:9".into(), cache).with_offline(true);
+        for spec in [
+            "out/tiny-tq1_0.gguf",
+            "models/ggml-model-i2_s.gguf",
+            "missing.gguf",
+            "a/b/c.gguf",
+            "./model",
+            "~/bitnet-no-such-model.gguf",
+        ] {
+            let err = resolve(Some(spec), &hub).unwrap_err().to_string();
+            assert!(err.contains("no such file"), "{spec}: {err}");
+        }
+        assert_eq!(
+            expand_home("~/x.gguf"),
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join("x.gguf"))
+        );
+        assert_eq!(expand_home("~user/x"), None);
     }
 }

@@ -221,13 +221,15 @@ impl Hub {
 
     /// Is `s` shaped like a repo id: `org/name`, exactly one `/`, each part
     /// made of `[A-Za-z0-9._-]`, not starting with `.` (nor `-`), with no
-    /// `--` or `..`? Callers check first whether `s` is an existing local
-    /// path.
+    /// `--` or `..`, and not looking like a file: a name ending in a model
+    /// file's extension (`models/ggml-model-i2_s.gguf`, `.safetensors`,
+    /// `.bin`, ...) is a path. Callers check first whether `s` is an
+    /// existing local path.
     pub fn looks_like_repo_id(s: &str) -> bool {
-        match s.split_once('/') {
-            Some((org, name)) => valid_repo_part(org) && valid_repo_part(name),
-            None => false,
-        }
+        repo_id_shape(s)
+            && !s
+                .split_once('/')
+                .is_some_and(|(_, name)| has_file_extension(name))
     }
 
     /// Files of a repo at a revision, from the Hub. Offline (or when the Hub
@@ -533,10 +535,39 @@ fn valid_repo_part(p: &str) -> bool {
         && !p.contains("..")
 }
 
-/// Accepts `org/name`, and also the Hub's legacy un-namespaced `name`.
+/// `org/name` with both parts valid.
+fn repo_id_shape(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((org, name)) => valid_repo_part(org) && valid_repo_part(name),
+        None => false,
+    }
+}
+
+/// Extensions of the files a model is made of.
+const FILE_EXTENSIONS: &[&str] = &[
+    "gguf",
+    "ggml",
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "json",
+    "onnx",
+];
+
+/// Whether `name` ends in one of [`FILE_EXTENSIONS`] (any case).
+fn has_file_extension(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| FILE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)))
+}
+
+/// Accepts `org/name` (even one that looks like a file name: the Hub allows
+/// it when asked for explicitly), and also the Hub's legacy un-namespaced
+/// `name`.
 fn validate_repo_id(repo_id: &str) -> Result<()> {
     let ok = match repo_id.split_once('/') {
-        Some(_) => Hub::looks_like_repo_id(repo_id),
+        Some(_) => repo_id_shape(repo_id),
         None => valid_repo_part(repo_id),
     };
     if ok {
@@ -617,9 +648,19 @@ mod tests {
             "org/a..b",
             "models/foo.gguf/",
             "C:\\models\\x",
+            // Files, not repos: a model file's extension, a home directory.
+            "out/tiny-tq1_0.gguf",
+            "models/ggml-model-i2_s.gguf",
+            "ckpt/model.safetensors",
+            "ckpt/pytorch_model.BIN",
+            "~/model",
+            "~/models/x.gguf",
         ] {
             assert!(!Hub::looks_like_repo_id(bad), "{bad}");
         }
+        // Dots elsewhere are fine in repo names.
+        assert!(Hub::looks_like_repo_id("microsoft/bitnet-b1.58-2B-4T-gguf"));
+        assert!(Hub::looks_like_repo_id("org/model.v2"));
         assert!(validate_repo_id("gpt2").is_ok());
         assert!(validate_repo_id("../x").is_err());
     }
