@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ._native import __version__, kernels_available
 from .errors import BitNetError, ContextLengthError, DeviceError, DownloadError, ModelLoadError
-from .model import SHORT_NAMES, BitNetModel
+from .model import BitNetModel
 
 __all__ = [
     "BitNetModel",
@@ -28,7 +28,6 @@ __all__ = [
     "DeviceError",
     "DownloadError",
     "ModelLoadError",
-    "SHORT_NAMES",
     "kernels_available",
     "__version__",
 ]

@@ -10,13 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 from . import _native, _openai
 from .errors import DeviceError
 
-__all__ = ["BitNetModel", "SHORT_NAMES"]
-
-#: Names the seed examples use, and the Hub repositories they stand for.
-SHORT_NAMES: Dict[str, str] = {
-    "bitnet-b1.58-2b": "microsoft/bitnet-b1.58-2B-4T-gguf",
-    "bitnet-b1.58-2b-4t": "microsoft/bitnet-b1.58-2B-4T-gguf",
-}
+__all__ = ["BitNetModel"]
 
 NO_CUDA = (
     "this build of bitnet has no CUDA backend; "
@@ -210,7 +204,6 @@ class BitNetModel:
         _check_device(device)
         if not isinstance(model, str):
             model = str(model)  # a pathlib.Path
-        model = SHORT_NAMES.get(model.lower(), model)
         n_threads = _int_or_none("n_threads", n_threads, 1)
         ctx = _int_or_none("n_ctx", n_ctx, 0)
         _int_or_none("n_parallel", n_parallel, 1)

@@ -109,7 +109,7 @@ def test_cuda_says_this_build_has_no_backend() -> None:
 def test_offline_hub_id_not_in_cache_is_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(bitnet.BitNetError, match="offline"):
+    with pytest.raises(bitnet.DownloadError, match="offline"):
         bitnet.BitNetModel.from_pretrained("bitnet-b1.58-2b")
 
 

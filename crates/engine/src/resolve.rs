@@ -2,7 +2,8 @@
 //!
 //! `-m` accepts a GGUF file, a Hugging Face model directory, a Hub repo id
 //! (`microsoft/bitnet-b1.58-2B-4T-gguf`, fetched into the standard HF cache
-//! on first use), or `builtin`. Without `-m`, BitNet b1.58 2B-4T is used when
+//! on first use), a short name of the seed examples (`bitnet-b1.58-2b`), or
+//! `builtin`. Without `-m`, BitNet b1.58 2B-4T is used when
 //! it is in the cache, else the demo model built into the binary.
 
 use std::path::{Path, PathBuf};
@@ -112,6 +113,16 @@ fn expand_home(spec: &str) -> Option<PathBuf> {
     Some(PathBuf::from(home).join(rest.trim_start_matches('/')))
 }
 
+/// The Hub repo a short model name stands for: the names the BitNet seed
+/// examples use (`bitnet-b1.58-2b`, `bitnet-b1.58-2B-4T`, any case) are BitNet
+/// b1.58 2B-4T's official GGUF.
+pub fn short_name(spec: &str) -> Option<&'static str> {
+    match spec.to_ascii_lowercase().as_str() {
+        "bitnet-b1.58-2b" | "bitnet-b1.58-2b-4t" => Some(DEFAULT_REPO),
+        _ => None,
+    }
+}
+
 /// Resolves the `-m` argument (`None` = the default), downloading from the
 /// Hub if needed. Anything that looks like a file (a model file's
 /// extension, a leading `./`, `../`, `/` or `~`) is a local path: missing,
@@ -140,6 +151,14 @@ pub fn resolve(spec: Option<&str>, hub: &Hub) -> Result<Resolved> {
     }
     let home = expand_home(spec);
     let path = home.as_deref().unwrap_or(Path::new(spec));
+    if let Some(repo) = short_name(spec)
+        && !path.exists()
+    {
+        return Ok(Resolved {
+            location: fetch(repo, hub)?,
+            note: None,
+        });
+    }
     if path.exists() || !Hub::looks_like_repo_id(spec) {
         return Ok(Resolved {
             location: local(path, spec)?,
@@ -194,6 +213,21 @@ pub fn pull(repo: &str, hub: &Hub) -> Result<ModelLocation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_short_names_are_the_official_gguf() {
+        for name in ["bitnet-b1.58-2b", "bitnet-b1.58-2B-4T", "BitNet-b1.58-2B"] {
+            assert_eq!(short_name(name), Some(DEFAULT_REPO), "{name}");
+        }
+        assert_eq!(short_name("bitnet-b1.58-3b"), None);
+        // Offline, a short name is looked up in the cache under the repo.
+        let cache = std::env::temp_dir().join(format!("bitnet-short-{}", std::process::id()));
+        let hub = Hub::new("http://127.0.0.1:9".into(), cache).with_offline(true);
+        let err = resolve(Some("bitnet-b1.58-2b"), &hub)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(DEFAULT_REPO), "{err}");
+    }
 
     #[test]
     fn prefers_i2_s() {

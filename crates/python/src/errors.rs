@@ -55,11 +55,15 @@ pub fn load_error(e: Error, spec: &str) -> PyErr {
     let message = format!("cannot load model `{spec}`: {}", describe(&e));
     match e {
         Error::ModelSpec { .. } => {
-            let path = Path::new(spec);
-            if !path.exists() && !bitnet_hub::Hub::looks_like_repo_id(spec) {
-                PyFileNotFoundError::new_err((2, message, spec.to_string()))
-            } else {
+            let remote = bitnet_hub::Hub::looks_like_repo_id(spec)
+                || bitnet_engine::resolve::short_name(spec).is_some();
+            if Path::new(spec).exists() {
                 raise("ModelLoadError", message)
+            } else if remote {
+                // Offline and not cached, or a repo without a model in it.
+                raise("DownloadError", message)
+            } else {
+                PyFileNotFoundError::new_err((2, message, spec.to_string()))
             }
         }
         Error::Hub(_) => raise("DownloadError", message),

@@ -196,14 +196,17 @@ fn gguf_vocabulary_errors_name_the_field() {
 /// loads or is refused with an error, without a panic.
 #[test]
 fn fuzz_regressions_are_errors() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/tokenizer_json");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/tokenizer_json");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
         let (tokenizer, rest) = data.split_at(split);
         let config = rest.get(1..).filter(|c| !c.is_empty());
-        let result = std::panic::catch_unwind(|| bitnet_tokenizer::Tokenizer::from_hf_json(tokenizer, config).map(|_| ()));
+        let result = std::panic::catch_unwind(|| {
+            bitnet_tokenizer::Tokenizer::from_hf_json(tokenizer, config).map(|_| ())
+        });
         let result = result.expect("no panic");
         assert!(result.is_err(), "accepted");
         n += 1;
