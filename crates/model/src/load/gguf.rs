@@ -8,7 +8,7 @@ use bitnet_gguf::{GgufFile, TensorInfo, TensorType};
 use bitnet_kernels::{DenseType, ScaleRule};
 use half::{bf16, f16};
 
-use super::ternarize::{StoredAs, prefer_divisors, ternarize};
+use super::ternarize::{StoredAs, ternarize};
 use super::{Role, TensorSource, Ternary};
 use crate::config::{Arch, HParams, RopeStyle};
 use crate::error::{Error, Result};
@@ -232,10 +232,7 @@ impl TensorSource for GgufSource {
                     reason: "block scales differ within a row: not a ternary tensor with one scale per matrix".into(),
                 })?,
             };
-            let mut scales = scales;
-            let mut rule = ScaleRule::Multiply;
-            prefer_divisors(&mut scales, &mut rule, stored_as(t.ty));
-            (decoded.values, scales, rule)
+            (decoded.values, scales, ScaleRule::Multiply)
         } else if matches!(t.ty, TensorType::F32 | TensorType::F16 | TensorType::BF16) {
             let (values, s, rule) = ternarize(&self.floats(t, "a ternary matrix")?);
             (values, vec![s; rows], rule)
@@ -263,16 +260,25 @@ impl TensorSource for GgufSource {
             if let Some(scale) = decode_i2s_into(data, out) {
                 let extra = self.extra_scale(name)?;
                 let mut scales = vec![scale; rows];
-                let mut rule = ScaleRule::Multiply;
-                prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
-                apply_extra(&mut scales, rule, extra);
-                return Ok((scales, rule));
+                apply_extra(&mut scales, ScaleRule::Multiply, extra);
+                return Ok((scales, ScaleRule::Multiply));
             }
             // A bad code or length: the full decoder names the element.
         }
         let t = self.ternary(name)?;
         out.copy_from_slice(&t.values);
         Ok((t.scales, t.rule))
+    }
+
+    fn scale_precision(&self, name: &str) -> Option<StoredAs> {
+        let t = self.file.tensor(name)?;
+        // A separate `.scale` tensor means the file's scales are not a
+        // converter's rounding of one bf16 `weight_scale`.
+        let base = name.strip_suffix(".weight").unwrap_or(name);
+        if !t.ty.is_ternary() || self.file.tensor(&format!("{base}.scale")).is_some() {
+            return None;
+        }
+        Some(stored_as(t.ty))
     }
 
     fn release(&self, name: &str) {
