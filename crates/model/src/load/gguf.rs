@@ -275,10 +275,17 @@ impl TensorSource for GgufSource {
         // A separate `.scale` tensor means the file's scales are not a
         // converter's rounding of one bf16 `weight_scale`.
         let base = name.strip_suffix(".weight").unwrap_or(name);
-        if !t.ty.is_ternary() || self.file.tensor(&format!("{base}.scale")).is_some() {
+        if self.file.tensor(&format!("{base}.scale")).is_some() {
             return None;
         }
-        Some(stored_as(t.ty))
+        // Float exports of ternary models (bitnet.cpp's F32 conversion
+        // writes `T / weight_scale`) hold the multiplier in the float type.
+        match t.ty {
+            TensorType::F32 => Some(StoredAs::F32),
+            TensorType::F16 => Some(StoredAs::F16),
+            ty if ty.is_ternary() => Some(stored_as(ty)),
+            _ => None,
+        }
     }
 
     fn release(&self, name: &str) {
