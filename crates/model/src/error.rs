@@ -123,6 +123,12 @@ pub enum Error {
         /// Number of caches.
         n_caches: usize,
     },
+    /// Embedding asked of a model or input that cannot give one.
+    #[error("cannot embed: {reason}")]
+    Embedding {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Result with the model [`Error`].

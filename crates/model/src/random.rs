@@ -538,6 +538,16 @@ impl Model {
     /// module documentation). Check [`MemoryEstimate`] first for big shapes.
     pub fn random(hp: &HParams, opts: &RandomOptions) -> Result<Model> {
         hp.validate("(random model)", crate::config::Keys::Internal)?;
+        if hp.arch.has_projection_norms() {
+            return Err(Error::UnsupportedArch {
+                file: "(random model)".into(),
+                arch: format!(
+                    "{} (random embedding backbones are not built)",
+                    hp.arch.gguf_name()
+                ),
+                supported: "bitnet-b1.58, bitnet, llama",
+            });
+        }
         let seed = opts.seed;
         let d = hp.n_embd;
         let (qd, kvd, ff) = (hp.q_dim(), hp.kv_dim(), hp.n_ff);
@@ -603,6 +613,7 @@ impl Model {
                 gate_up,
                 ffn_sub_norm: sub.then(|| random_norm(seed, tag(3), ff)),
                 down,
+                backbone: None,
             });
         }
         let head_q8 = crate::weights::head_q8(output.as_ref().unwrap_or(&token_embd))?;
@@ -624,7 +635,13 @@ impl Model {
             shape_label(hp),
             opts.head_type.name()
         );
-        Ok(Model::assemble(hp.clone(), weights, &load, description))
+        Ok(Model::assemble(
+            hp.clone(),
+            weights,
+            &load,
+            description,
+            None,
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use super::ternarize::{StoredAs, ternarize};
 use super::{Role, TensorSource, Ternary};
-use crate::config::{Arch, HParams, RopeStyle};
+use crate::config::{Arch, EmbeddingSpec, HParams, Pooling, RopeStyle};
 use crate::error::{Error, Result};
 use crate::storage::{ByteView, Owner};
 use crate::weights::DenseWeight;
@@ -25,6 +25,7 @@ impl AsRef<[u8]> for FileBytes {
 
 pub(crate) struct GgufSource {
     file: Arc<GgufFile>,
+    arch: Arch,
     owner: Owner,
     label: String,
     tiling: Vec<(usize, usize, TlTiling)>,
@@ -90,7 +91,7 @@ pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
         rope_dim: int("rope.dimension_count")?.unwrap_or(head_dim),
         rope_style: match arch {
             Arch::Llama => RopeStyle::Interleaved,
-            Arch::BitnetB158 | Arch::Bitnet => RopeStyle::Neox,
+            Arch::BitnetB158 | Arch::Bitnet | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
         },
         ffn_act: arch.default_ffn_act(),
         tied_embeddings: f.tensor("output.weight").is_none(),
@@ -99,9 +100,48 @@ pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
     Ok(hp)
 }
 
+/// The embedding backbones' pooling (`{arch}.pooling_type`: 1 mean, 2 cls,
+/// 3 last; absent, the last token, as the BitNet embedding models pool),
+/// whether the tokenizer appends its end-of-text token
+/// (`tokenizer.ggml.add_eos_token`; bitnet.cpp's converter sets it for
+/// Qwen3) and `{arch}.attention.query_pre_attn_scalar` (absent: llama.cpp
+/// scales Gemma3 scores by `head_dim^-0.5`).
+pub(crate) fn embedding_spec(f: &GgufFile, hp: &HParams) -> Result<Option<EmbeddingSpec>> {
+    if !hp.arch.is_embedding() {
+        return Ok(None);
+    }
+    let md = f.metadata();
+    let arch = hp.arch.gguf_name();
+    let pooling = match md.get_u64(&format!("{arch}.pooling_type"))? {
+        None | Some(3) => Pooling::Last,
+        Some(1) => Pooling::Mean,
+        Some(2) => Pooling::Cls,
+        Some(other) => {
+            return Err(Error::Config {
+                file: label(f),
+                field: format!("{arch}.pooling_type"),
+                reason: format!(
+                    "{other} is not a pooling this engine implements (1 mean, 2 cls, 3 last)"
+                ),
+            });
+        }
+    };
+    Ok(Some(EmbeddingSpec {
+        pooling,
+        append_eos: md
+            .get_bool("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(hp.arch == Arch::Qwen3),
+        query_pre_attn_scalar: md.get_f32(&format!("{arch}.attention.query_pre_attn_scalar"))?,
+    }))
+}
+
 impl GgufSource {
     pub(crate) fn new(file: Arc<GgufFile>, tiling: Vec<(usize, usize, TlTiling)>) -> GgufSource {
         GgufSource {
+            arch: file
+                .architecture()
+                .and_then(Arch::from_gguf)
+                .unwrap_or(Arch::BitnetB158),
             owner: Arc::new(FileBytes(Arc::clone(&file))),
             label: label(&file),
             file,
@@ -172,7 +212,7 @@ impl TensorSource for GgufSource {
     }
 
     fn name(&self, role: Role, l: usize) -> String {
-        tensor_name(role, l)
+        tensor_name(self.arch, role, l)
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
@@ -304,9 +344,12 @@ impl TensorSource for GgufSource {
     }
 }
 
-/// The GGUF name of the tensor with `role` in block `l` (llama.cpp's names).
-pub(crate) fn tensor_name(role: Role, l: usize) -> String {
+/// The GGUF name of the tensor with `role` in block `l` (llama.cpp's names;
+/// the embedding backbones' as bitnet.cpp's
+/// `convert-bitnet-embedding-to-gguf.py` writes them).
+pub(crate) fn tensor_name(arch: Arch, role: Role, l: usize) -> String {
     let blk = |s: &str| format!("blk.{l}.{s}.weight");
+    let backbone = arch.has_projection_norms();
     match role {
         Role::TokenEmbd => "token_embd.weight".into(),
         Role::OutputNorm => "output_norm.weight".into(),
@@ -316,12 +359,23 @@ pub(crate) fn tensor_name(role: Role, l: usize) -> String {
         Role::AttnK => blk("attn_k"),
         Role::AttnV => blk("attn_v"),
         Role::AttnOut => blk("attn_output"),
+        Role::AttnSubNorm if backbone => blk("attn_output_norm_in"),
         Role::AttnSubNorm => blk("attn_sub_norm"),
         Role::FfnNorm => blk("ffn_norm"),
         Role::FfnGate => blk("ffn_gate"),
         Role::FfnUp => blk("ffn_up"),
         Role::FfnDown => blk("ffn_down"),
+        Role::FfnSubNorm if backbone => blk("ffn_down_norm_in"),
         Role::FfnSubNorm => blk("ffn_sub_norm"),
+        Role::AttnQNormIn => blk("attn_q_norm_in"),
+        Role::AttnKNormIn => blk("attn_k_norm_in"),
+        Role::AttnVNormIn => blk("attn_v_norm_in"),
+        Role::FfnGateNormIn => blk("ffn_gate_norm_in"),
+        Role::FfnUpNormIn => blk("ffn_up_norm_in"),
+        Role::AttnQNorm => blk("attn_q_norm"),
+        Role::AttnKNorm => blk("attn_k_norm"),
+        Role::PostAttnNorm => blk("post_attention_norm"),
+        Role::PostFfnNorm => blk("post_ffw_norm"),
     }
 }
 

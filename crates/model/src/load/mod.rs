@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::config::{HParams, RopeStyle};
 use crate::error::{Error, Result};
-use crate::weights::{DenseWeight, LayerWeights, Weights};
+use crate::weights::{BackboneWeights, DenseWeight, LayerWeights, Weights};
 
 /// What a tensor is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,16 @@ pub(crate) enum Role {
     FfnUp,
     FfnDown,
     FfnSubNorm,
+    // Embedding backbones (Qwen3, Gemma3).
+    AttnQNormIn,
+    AttnKNormIn,
+    AttnVNormIn,
+    FfnGateNormIn,
+    FfnUpNormIn,
+    AttnQNorm,
+    AttnKNorm,
+    PostAttnNorm,
+    PostFfnNorm,
 }
 
 /// A decoded ternary matrix with its per-row scales.
@@ -91,6 +101,13 @@ pub(crate) trait TensorSource: Sync {
     fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
         Ok(None)
     }
+    /// What is added to the norm weight of `role` to get the factor the
+    /// normalised values are multiplied by: 1 for Gemma3's own norms in a
+    /// Hugging Face checkpoint (`x · (1 + w)`; GGUF converters store
+    /// `w + 1`).
+    fn norm_offset(&self, _role: Role) -> f32 {
+        0.0
+    }
 }
 
 fn expect_shape(src: &dyn TensorSource, name: &str, expected: &[usize]) -> Result<()> {
@@ -112,7 +129,12 @@ fn expect_shape(src: &dyn TensorSource, name: &str, expected: &[usize]) -> Resul
 fn vector(src: &dyn TensorSource, role: Role, layer: usize, len: usize) -> Result<Vec<f32>> {
     let name = src.name(role, layer);
     expect_shape(src, &name, &[len])?;
-    src.vector(&name)
+    let mut v = src.vector(&name)?;
+    let offset = src.norm_offset(role);
+    if offset != 0.0 {
+        v.iter_mut().for_each(|w| *w += offset);
+    }
+    Ok(v)
 }
 
 fn check_scales(src: &dyn TensorSource, name: &str, scales: &[f32]) -> Result<()> {
@@ -330,6 +352,94 @@ fn unpermute_rows(values: &mut [i8], scales: &mut [f32], cols: usize, head_dim: 
     }
 }
 
+/// The norms of one block.
+struct LayerNorms {
+    attn: Vec<f32>,
+    attn_sub: Option<Vec<f32>>,
+    ffn: Vec<f32>,
+    ffn_sub: Option<Vec<f32>>,
+    backbone: Option<BackboneNorms>,
+}
+
+/// The extra norms of an embedding backbone's block.
+struct BackboneNorms {
+    qkv: [Vec<f32>; 3],
+    gate_up: [Vec<f32>; 2],
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    post: Option<[Vec<f32>; 2]>,
+}
+
+fn backbone_norms(src: &dyn TensorSource, hp: &HParams, l: usize) -> Result<BackboneNorms> {
+    let d = hp.n_embd;
+    Ok(BackboneNorms {
+        qkv: [
+            vector(src, Role::AttnQNormIn, l, d)?,
+            vector(src, Role::AttnKNormIn, l, d)?,
+            vector(src, Role::AttnVNormIn, l, d)?,
+        ],
+        gate_up: [
+            vector(src, Role::FfnGateNormIn, l, d)?,
+            vector(src, Role::FfnUpNormIn, l, d)?,
+        ],
+        q_norm: vector(src, Role::AttnQNorm, l, hp.head_dim)?,
+        k_norm: vector(src, Role::AttnKNorm, l, hp.head_dim)?,
+        post: if hp.arch.has_post_norms() {
+            Some([
+                vector(src, Role::PostAttnNorm, l, d)?,
+                vector(src, Role::PostFfnNorm, l, d)?,
+            ])
+        } else {
+            None
+        },
+    })
+}
+
+/// The matrices of block `layer`, in the order the assembly takes them:
+/// fused QKV, output, fused gate/up, down; or, where every projection has
+/// its own input norm, Q, K, V, output, gate, up, down.
+fn layer_jobs(hp: &HParams, layer: usize, split: bool, unpermute: Option<usize>) -> Vec<Job> {
+    let d = hp.n_embd;
+    let job = |parts: Vec<(Role, usize)>, cols: usize| Job {
+        layer,
+        unpermute: if parts
+            .iter()
+            .any(|p| matches!(p.0, Role::AttnQ | Role::AttnK))
+        {
+            unpermute
+        } else {
+            None
+        },
+        parts,
+        cols,
+    };
+    if split {
+        vec![
+            job(vec![(Role::AttnQ, hp.q_dim())], d),
+            job(vec![(Role::AttnK, hp.kv_dim())], d),
+            job(vec![(Role::AttnV, hp.kv_dim())], d),
+            job(vec![(Role::AttnOut, d)], hp.q_dim()),
+            job(vec![(Role::FfnGate, hp.n_ff)], d),
+            job(vec![(Role::FfnUp, hp.n_ff)], d),
+            job(vec![(Role::FfnDown, d)], hp.n_ff),
+        ]
+    } else {
+        vec![
+            job(
+                vec![
+                    (Role::AttnQ, hp.q_dim()),
+                    (Role::AttnK, hp.kv_dim()),
+                    (Role::AttnV, hp.kv_dim()),
+                ],
+                d,
+            ),
+            job(vec![(Role::AttnOut, d)], hp.q_dim()),
+            job(vec![(Role::FfnGate, hp.n_ff), (Role::FfnUp, hp.n_ff)], d),
+            job(vec![(Role::FfnDown, d)], hp.n_ff),
+        ]
+    }
+}
+
 /// Loads and checks every tensor the architecture needs.
 pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     let d = hp.n_embd;
@@ -349,50 +459,26 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     let sub_norms = hp.arch.has_sub_norms();
     let mut norms = Vec::with_capacity(hp.n_layer);
     for l in 0..hp.n_layer {
-        norms.push((
-            vector(src, Role::AttnNorm, l, d)?,
-            sub_norms
+        norms.push(LayerNorms {
+            attn: vector(src, Role::AttnNorm, l, d)?,
+            attn_sub: sub_norms
                 .then(|| vector(src, Role::AttnSubNorm, l, hp.q_dim()))
                 .transpose()?,
-            vector(src, Role::FfnNorm, l, d)?,
-            sub_norms
+            ffn: vector(src, Role::FfnNorm, l, d)?,
+            ffn_sub: sub_norms
                 .then(|| vector(src, Role::FfnSubNorm, l, hp.n_ff))
                 .transpose()?,
-        ));
+            backbone: hp
+                .arch
+                .has_projection_norms()
+                .then(|| backbone_norms(src, hp, l))
+                .transpose()?,
+        });
     }
+    let unpermute = (hp.rope_style == RopeStyle::Interleaved).then_some(hp.head_dim);
+    let split = hp.arch.has_projection_norms();
     let jobs: Vec<Job> = (0..hp.n_layer)
-        .flat_map(|layer| {
-            [
-                Job {
-                    layer,
-                    parts: vec![
-                        (Role::AttnQ, hp.q_dim()),
-                        (Role::AttnK, hp.kv_dim()),
-                        (Role::AttnV, hp.kv_dim()),
-                    ],
-                    cols: d,
-                    unpermute: (hp.rope_style == RopeStyle::Interleaved).then_some(hp.head_dim),
-                },
-                Job {
-                    layer,
-                    parts: vec![(Role::AttnOut, d)],
-                    cols: hp.q_dim(),
-                    unpermute: None,
-                },
-                Job {
-                    layer,
-                    parts: vec![(Role::FfnGate, hp.n_ff), (Role::FfnUp, hp.n_ff)],
-                    cols: d,
-                    unpermute: None,
-                },
-                Job {
-                    layer,
-                    parts: vec![(Role::FfnDown, d)],
-                    cols: hp.n_ff,
-                    unpermute: None,
-                },
-            ]
-        })
+        .flat_map(|layer| layer_jobs(hp, layer, split, unpermute))
         .collect();
     for job in &jobs {
         for &(role, rows) in &job.parts {
@@ -425,18 +511,38 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     choose_divisors(&mut mats)?;
     let mut mats = mats.into_iter().map(|p| p.matrix);
     let mut layers = Vec::with_capacity(hp.n_layer);
-    for (attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm) in norms {
-        let mut next = || mats.next().expect("four matrices per layer");
-        let (qkv, wo, gate_up, down) = (next(), next(), next(), next());
+    for n in norms {
+        let mut next = || mats.next().expect("every job built a matrix");
+        let (qkv, k, v, wo, gate_up, up, down) = if split {
+            let (q, k, v, o, g, u, dn) = (next(), next(), next(), next(), next(), next(), next());
+            (q, Some(k), Some(v), o, g, Some(u), dn)
+        } else {
+            let (qkv, wo, gate_up, down) = (next(), next(), next(), next());
+            (qkv, None, None, wo, gate_up, None, down)
+        };
+        let backbone = match (n.backbone, k, v, up) {
+            (Some(b), Some(k), Some(v), Some(up)) => Some(Box::new(BackboneWeights {
+                qkv_norms: b.qkv,
+                k,
+                v,
+                gate_up_norms: b.gate_up,
+                up,
+                q_norm: b.q_norm,
+                k_norm: b.k_norm,
+                post_norms: b.post,
+            })),
+            _ => None,
+        };
         layers.push(LayerWeights {
-            attn_norm,
+            attn_norm: n.attn,
             qkv,
-            attn_sub_norm,
+            attn_sub_norm: n.attn_sub,
             wo,
-            ffn_norm,
+            ffn_norm: n.ffn,
             gate_up,
-            ffn_sub_norm,
+            ffn_sub_norm: n.ffn_sub,
             down,
+            backbone,
         });
     }
     let rope_freq_factors = src.rope_freq_factors()?;
