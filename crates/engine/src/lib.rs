@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod builtin;
 pub mod convert;
+mod embed;
 mod engine;
 mod error;
 pub mod memory;
