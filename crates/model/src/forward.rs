@@ -176,6 +176,11 @@ impl Model {
         trace: &mut dyn FnMut(Tap, &[f32]),
         output: Output,
     ) -> Result<&'s [f32]> {
+        if output == Output::Logits && self.embedding.is_some() {
+            return Err(Error::NoLmHead {
+                model: self.description.clone(),
+            });
+        }
         let hp = &self.hparams;
         let w = &self.weights;
         let k = self.kernels;

@@ -128,3 +128,27 @@ fn a_language_model_refuses_to_embed() {
     let err = model.embed(&ThreadPool::new(1), &[vec![1, 2]]).unwrap_err();
     assert!(err.to_string().contains("not an embedding model"), "{err}");
 }
+
+#[test]
+fn an_embedding_model_has_no_logits() {
+    let model = load(&repo_fixtures().join("embed/gemma3"));
+    let mut cache = model.new_cache(4, bitnet_model::KvType::F32);
+    let batch = [bitnet_model::BatchToken {
+        seq: 0,
+        token: 1,
+        logits: true,
+    }];
+    let err = model
+        .forward(
+            &ThreadPool::new(1),
+            &batch,
+            std::slice::from_mut(&mut cache),
+            &mut bitnet_model::Scratch::new(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("embedding model") && err.contains("bitnet embed"),
+        "{err}"
+    );
+}
