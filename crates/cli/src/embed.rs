@@ -5,6 +5,11 @@
 //! `{"model", "dimensions", "data": [{"index", "text", "n_tokens",
 //! "embedding"}], "seconds"}`, each embedding L2-normalised (as
 //! `llama-embedding --embd-normalize 2` prints it).
+//!
+//! `--bench` measures instead: tokens per second embedding `--bench-texts`
+//! texts of `--bench-tokens` random tokens, `-r` times, with the `-m` model
+//! or a random model of a published shape (`--bench-shape qwen3-0.6b` for
+//! bitnet-embedding-0.6b, `gemma3-270m` for -270m), as JSON.
 
 use std::path::PathBuf;
 
@@ -24,9 +29,71 @@ pub struct EmbedArgs {
     /// A UTF-8 file with one text per line.
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
+    /// Measure speed instead of embedding texts.
+    #[arg(long = "bench")]
+    pub bench: bool,
+    /// Benchmark a random model of this shape (qwen3-0.6b, gemma3-270m)
+    /// instead of the -m model.
+    #[arg(long = "bench-shape", requires = "bench")]
+    pub bench_shape: Option<String>,
+    /// Benchmark: tokens per text.
+    #[arg(long = "bench-tokens", default_value_t = 512)]
+    pub bench_tokens: usize,
+    /// Benchmark: texts per call.
+    #[arg(long = "bench-texts", default_value_t = 4)]
+    pub bench_texts: usize,
+    /// Benchmark: repetitions.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    pub repetitions: usize,
+}
+
+fn bench(args: &EmbedArgs) -> anyhow::Result<()> {
+    let run = |model: &bitnet_model::Model, pool: &bitnet_threads::ThreadPool| {
+        bitnet_engine::embed::bench_embedding(
+            model,
+            pool,
+            args.bench_texts,
+            args.bench_tokens,
+            args.repetitions,
+        )
+        .context("benchmark failed")
+    };
+    let (name, result) = match &args.bench_shape {
+        Some(shape) => {
+            let hp = match shape.as_str() {
+                "qwen3-0.6b" | "0.6b" => bitnet_model::HParams::bitnet_embedding_0_6b(),
+                "gemma3-270m" | "270m" => bitnet_model::HParams::bitnet_embedding_270m(),
+                other => {
+                    anyhow::bail!("unknown embedding shape `{other}` (qwen3-0.6b, gemma3-270m)")
+                }
+            };
+            let opts = bitnet_model::random::RandomOptions {
+                kernels: bitnet_kernels::Kernels::from_env()?,
+                ..Default::default()
+            };
+            let model =
+                bitnet_model::Model::random(&hp, &opts).context("cannot build the model")?;
+            let pool = bitnet_threads::ThreadPool::try_new(args.model.threads)
+                .map_err(|e| anyhow::anyhow!("cannot start threads: {e}"))?;
+            (format!("random {shape}"), run(&model, &pool)?)
+        }
+        None => {
+            let engine = args.model.load()?;
+            let result = run(engine.model(), engine.pool())?;
+            (engine.name().to_string(), result)
+        }
+    };
+    let mut v = serde_json::to_value(&result)?;
+    v["model"] = serde_json::json!(name);
+    v["peak_rss_bytes"] = serde_json::json!(bitnet_engine::memory::peak_rss());
+    println!("{v}");
+    Ok(())
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    if args.bench {
+        return bench(&args);
+    }
     let mut texts = args.prompts.clone();
     if let Some(path) = &args.file {
         let bytes =

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 
 impl Engine {
     /// The L2-normalised embedding of each text, in order (texts are batched
-    /// together through the model).
+    /// together through the model, with f32 KV caches whatever the engine's
+    /// `kv_type`).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let seqs = texts
             .iter()
@@ -64,4 +65,72 @@ impl Engine {
         }
         Ok(ids)
     }
+}
+
+/// Speed of [`bitnet_model::Model::embed`] on texts of random tokens.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EmbedBench {
+    /// Texts per call.
+    pub texts: usize,
+    /// Tokens per text.
+    pub tokens_per_text: usize,
+    /// Threads.
+    pub threads: usize,
+    /// Kernel level.
+    pub kernel: String,
+
+    /// Tokens per second of each run.
+    pub runs: Vec<f64>,
+    /// Mean tokens per second.
+    pub mean: f64,
+    /// Standard deviation of the runs.
+    pub stddev: f64,
+}
+
+/// Embeds `texts` texts of `tokens` seeded random token ids, `reps` times
+/// after one warm-up call, and reports tokens per second (prompt
+/// processing, as llama-bench's `pp` for an embedding model).
+pub fn bench_embedding(
+    model: &bitnet_model::Model,
+    pool: &bitnet_threads::ThreadPool,
+    texts: usize,
+    tokens: usize,
+    reps: usize,
+) -> Result<EmbedBench> {
+    if texts == 0 || tokens == 0 || reps == 0 {
+        return Err(Error::InvalidArgument {
+            name: "embedding benchmark",
+            reason: "texts, tokens and repetitions must be at least 1".into(),
+        });
+    }
+    let vocab = model.hparams().n_vocab as u64;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) % vocab) as u32
+    };
+    let seqs: Vec<Vec<u32>> = (0..texts)
+        .map(|_| (0..tokens).map(|_| next()).collect())
+        .collect();
+    model.embed(pool, &seqs)?;
+    let mut runs = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = std::time::Instant::now();
+        model.embed(pool, &seqs)?;
+        runs.push((texts * tokens) as f64 / start.elapsed().as_secs_f64());
+    }
+    let mean = runs.iter().sum::<f64>() / reps as f64;
+    let var = runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / reps as f64;
+    Ok(EmbedBench {
+        texts,
+        tokens_per_text: tokens,
+        threads: pool.n_threads(),
+        kernel: model.kernels().isa().name().to_string(),
+
+        runs,
+        mean,
+        stddev: var.sqrt(),
+    })
 }

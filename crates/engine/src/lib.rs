@@ -16,7 +16,7 @@
 pub mod bench;
 pub mod builtin;
 pub mod convert;
-mod embed;
+pub mod embed;
 mod engine;
 mod error;
 pub mod memory;

@@ -87,6 +87,9 @@ pub struct KvCache {
     len: usize,
     k: Store,
     v: Store,
+    /// Whether an f32 cache attends in the reference's exact operation
+    /// order (scalar chains) or with the vectorised row operations.
+    exact: bool,
 }
 
 impl KvCache {
@@ -113,7 +116,18 @@ impl KvCache {
             len: 0,
             k: store(),
             v: store(),
+            exact: true,
         }
+    }
+
+    /// An f32 cache that attends with the vectorised row operations instead
+    /// of the reference's exact order (f32 precision, ~1e-7 relative from
+    /// it): for embedding, where no rounding tie of a language model's
+    /// reference is to be reproduced and long texts make the exact scalar
+    /// chains the slowest part.
+    pub(crate) fn with_fast_attention(mut self) -> KvCache {
+        self.exact = false;
+        self
     }
 
     /// Bytes a cache of `capacity` positions takes for `hp`.
@@ -226,7 +240,7 @@ impl KvCache {
         let base = first * d;
         let n = pos + 1;
         let scores = &mut scores[..n];
-        if let (Store::F32(k), Store::F32(v)) = (&self.k, &self.v) {
+        if let (true, Store::F32(k), Store::F32(v)) = (self.exact, &self.k, &self.v) {
             let kind = exact::score_kind(seq_len, pos);
             for (j, s) in scores.iter_mut().enumerate() {
                 *s = exact::score(q, &k[base + j * d..][..d], kind) * scale;
