@@ -126,6 +126,18 @@ pub struct EmbeddingSpec {
     /// Attention scores scale by `query_pre_attn_scalar^-0.5` instead of
     /// `head_dim^-0.5` (Gemma3).
     pub query_pre_attn_scalar: Option<f32>,
+    /// Sliding-window attention (Gemma3): the window, and which layers use
+    /// it (the others attend to every position).
+    pub sliding_window: Option<(usize, Vec<bool>)>,
+}
+
+impl EmbeddingSpec {
+    /// The attention window of layer `l`, if it is a sliding-window layer.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        self.sliding_window
+            .as_ref()
+            .and_then(|(w, layers)| layers.get(l).copied().unwrap_or(false).then_some(*w))
+    }
 }
 
 /// Gated-FFN activation applied to the gate projection.

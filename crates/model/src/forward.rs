@@ -383,6 +383,8 @@ impl Model {
                 );
             }
             {
+                // Sliding-window layers (Gemma3) see the last `w` positions.
+                let window = self.embedding.as_ref().and_then(|e| e.window(l));
                 let caches = &*caches;
                 let qkv = &*qkv;
                 let positions = &*positions;
@@ -405,7 +407,19 @@ impl Model {
                         // SAFETY: item (t, h) is claimed by exactly one thread,
                         // and row `item` of `attn` (t * n_head + h) belongs to it.
                         let o = unsafe { out.row(item) };
-                        cache.attend(ops, l, h / group, pos, seq_len, q, att_scale, &mut buf, o);
+                        let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                        cache.attend(
+                            ops,
+                            l,
+                            h / group,
+                            start,
+                            pos,
+                            seq_len,
+                            q,
+                            att_scale,
+                            &mut buf,
+                            o,
+                        );
                     }
                 });
             }

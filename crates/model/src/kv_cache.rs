@@ -212,9 +212,10 @@ impl KvCache {
     }
 
     /// Attention of one query head over positions `0..=pos` of kv head
-    /// `head`: `out = softmax(q·Kᵀ · scale) · V`. `scores` needs `pos + 1`
-    /// elements. `seq_len` is the length of the whole sequence once the
-    /// current batch is in.
+    /// `head`: `out = softmax(q·Kᵀ · scale) · V` over the positions
+    /// `start..=pos` (`start > 0` for a sliding-window layer). `scores`
+    /// needs `pos + 1` elements. `seq_len` is the length of the whole
+    /// sequence once the current batch is in.
     ///
     /// The f32 cache is the reference-precision mode: its arithmetic follows
     /// the reference's operation by operation (bitnet_kernels::exact: the
@@ -228,6 +229,7 @@ impl KvCache {
         ops: &Ops,
         layer: usize,
         head: usize,
+        start: usize,
         pos: usize,
         seq_len: usize,
         q: &[f32],
@@ -236,9 +238,10 @@ impl KvCache {
         out: &mut [f32],
     ) {
         let d = self.head_dim;
-        let first = self.row_index(layer, head, 0);
+        let start = start.min(pos);
+        let first = self.row_index(layer, head, start);
         let base = first * d;
-        let n = pos + 1;
+        let n = pos + 1 - start;
         let scores = &mut scores[..n];
         if let (true, Store::F32(k), Store::F32(v)) = (self.exact, &self.k, &self.v) {
             let kind = exact::score_kind(seq_len, pos);

@@ -707,6 +707,7 @@ impl Model {
                 pooling: Pooling::Last,
                 append_eos: hp.arch == Arch::Qwen3,
                 query_pre_attn_scalar: None,
+                sliding_window: None,
             }),
         ))
     }

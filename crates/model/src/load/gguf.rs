@@ -104,8 +104,10 @@ pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
 /// 3 last; absent, the last token, as the BitNet embedding models pool),
 /// whether the tokenizer appends its end-of-text token
 /// (`tokenizer.ggml.add_eos_token`; bitnet.cpp's converter sets it for
-/// Qwen3) and `{arch}.attention.query_pre_attn_scalar` (absent: llama.cpp
-/// scales Gemma3 scores by `head_dim^-0.5`).
+/// Qwen3), `{arch}.attention.query_pre_attn_scalar` (absent: llama.cpp
+/// scales Gemma3 scores by `head_dim^-0.5`) and Gemma3's
+/// `{arch}.attention.sliding_window` (absent, as bitnet.cpp's converter
+/// leaves it: every layer attends to every position).
 pub(crate) fn embedding_spec(f: &GgufFile, hp: &HParams) -> Result<Option<EmbeddingSpec>> {
     if !hp.arch.is_embedding() {
         return Ok(None);
@@ -132,6 +134,15 @@ pub(crate) fn embedding_spec(f: &GgufFile, hp: &HParams) -> Result<Option<Embedd
             .get_bool("tokenizer.ggml.add_eos_token")?
             .unwrap_or(hp.arch == Arch::Qwen3),
         query_pre_attn_scalar: md.get_f32(&format!("{arch}.attention.query_pre_attn_scalar"))?,
+        // llama.cpp's Gemma3: a window from `attention.sliding_window`, on
+        // five layers of every six.
+        sliding_window: match md.get_u64(&format!("{arch}.attention.sliding_window"))? {
+            Some(w) if hp.arch == Arch::Gemma3 && w > 0 => Some((
+                w as usize,
+                (0..hp.n_layer).map(|l| (l + 1) % 6 != 0).collect(),
+            )),
+            _ => None,
+        },
     }))
 }
 

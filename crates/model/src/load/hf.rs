@@ -284,7 +284,67 @@ fn embedding_spec(cfg: &Value, file: &str, hp: &HParams) -> Result<Option<Embedd
         } else {
             None
         },
+        sliding_window: if hp.arch == Arch::Gemma3 {
+            sliding_window(cfg, file, hp)?
+        } else {
+            None
+        },
     }))
+}
+
+/// Gemma3's sliding-window layers: `sliding_window` and `layer_types`
+/// (`sliding_attention` / `full_attention`), or without `layer_types`,
+/// `sliding_window_pattern` (every n-th layer global; 6 by default).
+/// transformers gives sliding layers the RoPE base `rope_local_base_freq`;
+/// one base for all layers is implemented, so a different one is refused.
+fn sliding_window(cfg: &Value, file: &str, hp: &HParams) -> Result<Option<(usize, Vec<bool>)>> {
+    let Some(w) = get_usize(cfg, file, "sliding_window")?.filter(|&w| w > 0) else {
+        return Ok(None);
+    };
+    let layers: Vec<bool> = match cfg.get("layer_types").and_then(Value::as_array) {
+        Some(types) => {
+            if types.len() != hp.n_layer {
+                return Err(cfg_err(
+                    file,
+                    "layer_types",
+                    format!("{} entries for {} layers", types.len(), hp.n_layer),
+                ));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(cfg_err(
+                        file,
+                        "layer_types",
+                        format!("unknown layer type {t}"),
+                    )),
+                })
+                .collect::<Result<_>>()?
+        }
+        None => {
+            let pattern = get_usize(cfg, file, "sliding_window_pattern")?
+                .unwrap_or(6)
+                .max(1);
+            (0..hp.n_layer).map(|l| (l + 1) % pattern != 0).collect()
+        }
+    };
+    if let Some(local) = get_f32(cfg, file, "rope_local_base_freq")?
+        && local != hp.rope_theta
+        && layers.iter().any(|&s| s)
+    {
+        return Err(cfg_err(
+            file,
+            "rope_local_base_freq",
+            format!(
+                "{local} differs from rope_theta {}: sliding-window layers with their own RoPE \
+                 base are not implemented",
+                hp.rope_theta
+            ),
+        ));
+    }
+    Ok(Some((w, layers)))
 }
 
 /// llama3-style RoPE scaling as per-frequency divisors, or `None`.
