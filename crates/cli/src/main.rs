@@ -8,6 +8,7 @@ mod args;
 mod bench;
 mod chat;
 mod convert;
+mod embed;
 mod info;
 mod npy;
 mod perplexity;
@@ -41,6 +42,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Compute perplexity over a text file (like llama-perplexity).
     Perplexity(perplexity::PerplexityArgs),
+    /// Embed texts with a BitNet embedding model (JSON output).
+    Embed(embed::EmbedArgs),
     /// Convert a Hugging Face checkpoint to GGUF.
     Convert(convert::ConvertArgs),
     /// Serve an OpenAI-compatible HTTP API.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Info(a) => info::run(a),

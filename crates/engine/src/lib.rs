@@ -20,6 +20,7 @@ pub mod batch;
 pub mod bench;
 pub mod builtin;
 pub mod convert;
+pub mod embed;
 mod engine;
 mod error;
 pub mod memory;

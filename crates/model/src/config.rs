@@ -14,9 +14,16 @@ pub enum Arch {
     /// 1bitLLM bitnet_b1_58-large / 3B (`bitnet`): SiLU gated FFN with
     /// sub-norms.
     Bitnet,
-    /// Llama with ternary projections (Llama3-8B-1.58, Falcon3-1.58bit):
-    /// SwiGLU, no sub-norms, separate output head.
+    /// Llama with ternary projections (Llama3-8B-1.58, Falcon3-1.58bit,
+    /// Falcon-E): SwiGLU, no sub-norms, separate output head.
     Llama,
+    /// BitNet embedding model on a Qwen3 backbone (bitnet-embedding-0.6b):
+    /// an RMSNorm before every projection, Q/K head norms, SwiGLU.
+    Qwen3,
+    /// BitNet embedding model on a Gemma3 backbone (bitnet-embedding-270m):
+    /// as [`Arch::Qwen3`], plus post-attention and post-FFN norms,
+    /// embeddings scaled by `sqrt(hidden)`, GELU (tanh) gating.
+    Gemma3,
 }
 
 impl Arch {
@@ -26,6 +33,8 @@ impl Arch {
             "bitnet-b1.58" | "bitnet-25" | "bitnet_b1_58" => Some(Arch::BitnetB158),
             "bitnet" => Some(Arch::Bitnet),
             "llama" | "falcon3" => Some(Arch::Llama),
+            "qwen3" => Some(Arch::Qwen3),
+            "gemma3" => Some(Arch::Gemma3),
             _ => None,
         }
     }
@@ -36,25 +45,99 @@ impl Arch {
             Arch::BitnetB158 => "bitnet-b1.58",
             Arch::Bitnet => "bitnet",
             Arch::Llama => "llama",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 
-    /// Whether the blocks have `attn_sub_norm` and `ffn_sub_norm`.
+    /// Whether the blocks normalise the attention output before the output
+    /// projection and the gated FFN activation before the down projection
+    /// (`attn_sub_norm` / `ffn_sub_norm`; in the embedding backbones, the
+    /// input norms of `o_proj` and `down_proj`, which are the same thing).
     pub fn has_sub_norms(self) -> bool {
-        matches!(self, Arch::BitnetB158 | Arch::Bitnet)
+        !matches!(self, Arch::Llama)
+    }
+
+    /// Whether every projection has its own input RMSNorm (the embedding
+    /// backbones), so that Q/K/V and gate/up cannot share one activation
+    /// quantisation.
+    pub fn has_projection_norms(self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Gemma3)
+    }
+
+    /// Whether Q and K are RMS-normalised per head before the rotation.
+    pub fn has_head_norms(self) -> bool {
+        self.has_projection_norms()
+    }
+
+    /// Whether the attention and FFN outputs are normalised before the
+    /// residual add (Gemma3's `post_attention_layernorm` and
+    /// `post_feedforward_layernorm`).
+    pub fn has_post_norms(self) -> bool {
+        self == Arch::Gemma3
+    }
+
+    /// The factor the token embeddings are multiplied by.
+    pub fn embedding_scale(self, n_embd: usize) -> Option<f32> {
+        (self == Arch::Gemma3).then(|| (n_embd as f32).sqrt())
+    }
+
+    /// Whether the architecture is an embedding model (no LM head).
+    pub fn is_embedding(self) -> bool {
+        self.has_projection_norms()
     }
 
     /// The FFN activation the architecture defines.
     pub fn default_ffn_act(self) -> FfnAct {
         match self {
             Arch::BitnetB158 => FfnAct::Relu2,
-            Arch::Bitnet | Arch::Llama => FfnAct::Silu,
+            Arch::Bitnet | Arch::Llama | Arch::Qwen3 => FfnAct::Silu,
+            Arch::Gemma3 => FfnAct::GeluTanh,
         }
     }
 
     /// List of supported names, for error messages.
-    pub const SUPPORTED: &'static str = "bitnet-b1.58, bitnet-25, bitnet, llama (GGUF); \
-         model_type bitnet or llama with a bitnet quantization_config (Hugging Face)";
+    pub const SUPPORTED: &'static str = "bitnet-b1.58, bitnet-25, bitnet, llama, and the BitNet \
+         embedding backbones qwen3 and gemma3 (GGUF); model_type bitnet or llama with a bitnet \
+         quantization_config, qwen3 or gemma3_text with per-projection norms (Hugging Face)";
+}
+
+/// How an embedding model turns the hidden states of a text into one vector
+/// (sentence-transformers' pooling modes; GGUF `{arch}.pooling_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The last token's state (the BitNet embedding models).
+    Last,
+    /// The mean over the tokens.
+    Mean,
+    /// The first token's state.
+    Cls,
+}
+
+/// What an embedding model adds to its hyper-parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingSpec {
+    /// Pooling of the final-normed hidden states (then L2-normalised).
+    pub pooling: Pooling,
+    /// Whether an end-of-text token is appended to every text before
+    /// pooling (Qwen3's `<|endoftext|>`, as its tokenizer and bitnet.cpp's
+    /// converter do).
+    pub append_eos: bool,
+    /// Attention scores scale by `query_pre_attn_scalar^-0.5` instead of
+    /// `head_dim^-0.5` (Gemma3).
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Sliding-window attention (Gemma3): the window, and which layers use
+    /// it (the others attend to every position).
+    pub sliding_window: Option<(usize, Vec<bool>)>,
+}
+
+impl EmbeddingSpec {
+    /// The attention window of layer `l`, if it is a sliding-window layer.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        self.sliding_window
+            .as_ref()
+            .and_then(|(w, layers)| layers.get(l).copied().unwrap_or(false).then_some(*w))
+    }
 }
 
 /// Gated-FFN activation applied to the gate projection.
@@ -64,6 +147,8 @@ pub enum FfnAct {
     Relu2,
     /// `x · sigmoid(x)`.
     Silu,
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 /// How rotary embeddings pair the elements of a head.

@@ -121,6 +121,17 @@ fn u32_value(v: usize) -> Value {
 }
 
 fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Result<Converted> {
+    if hp.arch.has_projection_norms() {
+        return Err(Error::UnsupportedArch {
+            file: src.file().to_string(),
+            arch: format!(
+                "{} embedding model: conversion is not implemented; bitnet.cpp's \
+                 utils/convert-bitnet-embedding-to-gguf.py writes I2_S GGUFs this engine reads",
+                hp.arch.gguf_name()
+            ),
+            supported: "bitnet-b1.58, bitnet, llama",
+        });
+    }
     let mut w = GgufWriter::new();
     {
         let md = w.metadata_mut();
@@ -133,7 +144,7 @@ fn convert(src: &dyn TensorSource, hp: &HParams, opts: &ConvertOptions) -> Resul
         md.insert("general.quantization_version", Value::U32(2));
         write_hparams(md, hp);
     }
-    let gguf_name = load::gguf::tensor_name;
+    let gguf_name = |role, l| load::gguf::tensor_name(hp.arch, role, l);
     let file = src.file().to_string();
     let dense_out = |w: &mut GgufWriter, role: Role, ty: DenseType| -> Result<()> {
         let name = src.name(role, 0);

@@ -123,6 +123,18 @@ pub enum Error {
         /// Number of caches.
         n_caches: usize,
     },
+    /// Logits asked of an embedding model.
+    #[error("{model} is an embedding model: it has no language-model head (use `bitnet embed`)")]
+    NoLmHead {
+        /// The model.
+        model: String,
+    },
+    /// Embedding asked of a model or input that cannot give one.
+    #[error("cannot embed: {reason}")]
+    Embedding {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Result with the model [`Error`].

@@ -60,6 +60,10 @@ pub enum Tap {
 pub struct Scratch {
     x: Vec<f32>,
     xn: Vec<f32>,
+    /// A projection's own normed input (embedding backbones).
+    xp: Vec<f32>,
+    /// A projection's output before it joins its group's rows.
+    part: Vec<f32>,
     qkv: Vec<f32>,
     attn: Vec<f32>,
     proj: Vec<f32>,
@@ -91,6 +95,22 @@ fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
         v.resize(n, 0.0);
     }
     &mut v[..n]
+}
+
+/// What [`Model::run`] returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Logits,
+    Hidden,
+}
+
+/// `gelu(g) · u` with GELU's tanh approximation (`gelu_pytorch_tanh`).
+fn gelu_tanh_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let inner = SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g);
+        *o = 0.5 * g * (1.0 + inner.tanh()) * u;
+    }
 }
 
 /// Batches at least this large spread their per-token work over the pool;
@@ -131,6 +151,36 @@ impl Model {
         scratch: &'s mut Scratch,
         trace: &mut dyn FnMut(Tap, &[f32]),
     ) -> Result<&'s [f32]> {
+        self.run(pool, batch, caches, scratch, trace, Output::Logits)
+    }
+
+    /// Runs `batch` like [`Model::forward`] but stops before the head: returns
+    /// the final-normed hidden states (`n × n_embd`, in batch order) of the
+    /// tokens with `logits` set. This is what an embedding model pools.
+    pub fn forward_hidden<'s>(
+        &self,
+        pool: &ThreadPool,
+        batch: &[BatchToken],
+        caches: &mut [KvCache],
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s [f32]> {
+        self.run(pool, batch, caches, scratch, &mut |_, _| {}, Output::Hidden)
+    }
+
+    fn run<'s>(
+        &self,
+        pool: &ThreadPool,
+        batch: &[BatchToken],
+        caches: &mut [KvCache],
+        scratch: &'s mut Scratch,
+        trace: &mut dyn FnMut(Tap, &[f32]),
+        output: Output,
+    ) -> Result<&'s [f32]> {
+        if output == Output::Logits && self.embedding.is_some() {
+            return Err(Error::NoLmHead {
+                model: self.description.clone(),
+            });
+        }
         let hp = &self.hparams;
         let w = &self.weights;
         let k = self.kernels;
@@ -190,11 +240,15 @@ impl Model {
             let (cos, sin) = (SharedRows::new(cos, half), SharedRows::new(sin, half));
             let xs = SharedRows::new(x, d);
             let embd = w.token_embd.matrix();
+            let embd_scale = hp.arch.embedding_scale(d);
             per_token(pool, n, |t| {
                 // SAFETY: token t is visited once; rows t are its own.
                 let (c, s, xr) = unsafe { (cos.row(t), sin.row(t), xs.row(t)) };
                 bitnet_kernels::exact::rope_cos_sin(positions[t], &self.inv_freq, c, s);
                 embd.dequantize_row(batch[t].token as usize, xr);
+                if let Some(scale) = embd_scale {
+                    xr.iter_mut().for_each(|v| *v *= scale);
+                }
             });
         }
         trace(Tap::Embedding, x);
@@ -206,6 +260,8 @@ impl Model {
                 .resize_with(n_threads, || Mutex::new(Vec::new()));
         }
         let xn = resize(&mut scratch.xn, n * qd.max(d));
+        let xp = resize(&mut scratch.xp, n * d);
+        let part = resize(&mut scratch.part, n * qd.max(hp.n_ff));
         let qkv = resize(&mut scratch.qkv, n * (qd + 2 * kvd));
         let attn = resize(&mut scratch.attn, n * qd);
         let proj = resize(&mut scratch.proj, n * d);
@@ -221,8 +277,42 @@ impl Model {
             k.ternary_matmul(pool, m, acts, &mut out[..n * m.rows()]);
         };
         let group = hp.n_head / hp.n_head_kv;
-        // `head_dim ** -0.5` rounded once, as the reference's scalar.
-        let att_scale = (hd as f64).powf(-0.5) as f32;
+        // `head_dim ** -0.5` rounded once, as the reference's scalar (Gemma3:
+        // `query_pre_attn_scalar ** -0.5`).
+        let scalar = self
+            .embedding
+            .as_ref()
+            .and_then(|e| e.query_pre_attn_scalar)
+            .map_or(hd as f64, f64::from);
+        let att_scale = scalar.powf(-0.5) as f32;
+        // A projection with its own input norm (embedding backbones): its
+        // normed input, product, and the product's place among `stride`-wide
+        // rows at column `offset`.
+        let own_norm_matmul = |m: &TernaryMatrix,
+                               norm: &[f32],
+                               input: &[f32],
+                               xp: &mut [f32],
+                               acts: &mut QuantizedActs,
+                               part: &mut [f32],
+                               out: &mut [f32],
+                               stride: usize,
+                               offset: usize| {
+            let cols = m.cols();
+            {
+                let out = SharedRows::new(&mut xp[..n * cols], cols);
+                per_token(pool, n, |t| {
+                    // SAFETY: token t is visited once; row t is its own.
+                    let o = unsafe { out.row(t) };
+                    ops.rmsnorm(&input[t * cols..][..cols], norm, hp.rms_eps, o);
+                });
+            }
+            let rows = m.rows();
+            k.quantize(&xp[..n * cols], n, cols, acts);
+            k.ternary_matmul(pool, m, acts, &mut part[..n * rows]);
+            for t in 0..n {
+                out[t * stride + offset..][..rows].copy_from_slice(&part[t * rows..][..rows]);
+            }
+        };
 
         let scores = &scratch.scores;
         let need = caches.iter().map(KvCache::capacity).max().unwrap_or(0);
@@ -246,13 +336,33 @@ impl Model {
                     ops.rmsnorm(&x[t * d..][..d], &lw.attn_norm, eps, o);
                 });
             }
-            matmul(&lw.qkv, xn, d, acts, qkv);
+            match &lw.backbone {
+                None => matmul(&lw.qkv, xn, d, acts, qkv),
+                Some(b) => {
+                    for (m, norm, offset) in [
+                        (&lw.qkv, &b.qkv_norms[0], 0),
+                        (&b.k, &b.qkv_norms[1], qd),
+                        (&b.v, &b.qkv_norms[2], qd + kvd),
+                    ] {
+                        own_norm_matmul(m, norm, xn, xp, acts, part, qkv, stride, offset);
+                    }
+                }
+            }
             {
                 let rows = SharedRows::new(&mut qkv[..n * stride], stride);
                 let (cos, sin) = (&*cos, &*sin);
+                let head_norms = lw.backbone.as_ref().map(|b| (&b.q_norm, &b.k_norm));
                 per_token(pool, n, |t| {
                     // SAFETY: token t is visited once; row t is its own.
                     let row = unsafe { rows.row(t) };
+                    if let Some((q_norm, k_norm)) = head_norms {
+                        let mut tmp = [0f32; 512];
+                        for (i, head) in row[..qd + kvd].chunks_exact_mut(hd).enumerate() {
+                            tmp[..hd].copy_from_slice(head);
+                            let w = if i < hp.n_head { q_norm } else { k_norm };
+                            ops.rmsnorm(&tmp[..hd], w, eps, head);
+                        }
+                    }
                     let (c, s) = (&cos[t * half..][..half], &sin[t * half..][..half]);
                     for head in row[..qd + kvd].chunks_exact_mut(hd) {
                         match hp.rope_style {
@@ -273,6 +383,8 @@ impl Model {
                 );
             }
             {
+                // Sliding-window layers (Gemma3) see the last `w` positions.
+                let window = self.embedding.as_ref().and_then(|e| e.window(l));
                 let caches = &*caches;
                 let qkv = &*qkv;
                 let positions = &*positions;
@@ -295,7 +407,19 @@ impl Model {
                         // SAFETY: item (t, h) is claimed by exactly one thread,
                         // and row `item` of `attn` (t * n_head + h) belongs to it.
                         let o = unsafe { out.row(item) };
-                        cache.attend(ops, l, h / group, pos, seq_len, q, att_scale, &mut buf, o);
+                        let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                        cache.attend(
+                            ops,
+                            l,
+                            h / group,
+                            start,
+                            pos,
+                            seq_len,
+                            q,
+                            att_scale,
+                            &mut buf,
+                            o,
+                        );
                     }
                 });
             }
@@ -313,7 +437,8 @@ impl Model {
             };
             matmul(&lw.wo, attn_in, qd, acts, proj);
 
-            // Residual, then the FFN's norm.
+            let post_norms = lw.backbone.as_ref().and_then(|b| b.post_norms.as_ref());
+            // Residual (Gemma3: of the normed output), then the FFN's norm.
             {
                 let proj = &*proj;
                 let (xs, out) = (
@@ -323,13 +448,28 @@ impl Model {
                 per_token(pool, n, |t| {
                     // SAFETY: token t is visited once; rows t are its own.
                     let (xr, o) = unsafe { (xs.row(t), out.row(t)) };
-                    for (xv, pv) in xr.iter_mut().zip(&proj[t * d..][..d]) {
-                        *xv += pv;
+                    let p = &proj[t * d..][..d];
+                    match post_norms {
+                        Some(post) => {
+                            ops.rmsnorm(p, &post[0], eps, o);
+                            xr.iter_mut().zip(&*o).for_each(|(xv, pv)| *xv += pv);
+                        }
+                        None => xr.iter_mut().zip(p).for_each(|(xv, pv)| *xv += pv),
                     }
                     ops.rmsnorm(xr, &lw.ffn_norm, eps, o);
                 });
             }
-            matmul(&lw.gate_up, xn, d, acts, gate_up);
+            match &lw.backbone {
+                None => matmul(&lw.gate_up, xn, d, acts, gate_up),
+                Some(b) => {
+                    for (m, norm, offset) in [
+                        (&lw.gate_up, &b.gate_up_norms[0], 0),
+                        (&b.up, &b.gate_up_norms[1], f),
+                    ] {
+                        own_norm_matmul(m, norm, xn, xp, acts, part, gate_up, 2 * f, offset);
+                    }
+                }
+            }
             {
                 let gu = SharedRows::new(&mut gate_up[..n * 2 * f], 2 * f);
                 let out = SharedRows::new(&mut ffn[..n * f], f);
@@ -341,6 +481,7 @@ impl Model {
                     match hp.ffn_act {
                         FfnAct::Relu2 => ops.relu2_mul(g, u, o),
                         FfnAct::Silu => ops.silu_mul(g, u, o),
+                        FfnAct::GeluTanh => gelu_tanh_mul(g, u, o),
                     }
                     if let Some(norm) = sub_norm {
                         // The gate half is free now: keep the activation there
@@ -353,12 +494,20 @@ impl Model {
             matmul(&lw.down, ffn, f, acts, proj);
             {
                 let proj = &*proj;
-                let xs = SharedRows::new(&mut x[..n * d], d);
+                let (xs, tmp) = (
+                    SharedRows::new(&mut x[..n * d], d),
+                    SharedRows::new(&mut xn[..n * d], d),
+                );
                 per_token(pool, n, |t| {
-                    // SAFETY: token t is visited once; row t is its own.
-                    let xr = unsafe { xs.row(t) };
-                    for (xv, pv) in xr.iter_mut().zip(&proj[t * d..][..d]) {
-                        *xv += pv;
+                    // SAFETY: token t is visited once; rows t are its own.
+                    let (xr, tmp) = unsafe { (xs.row(t), tmp.row(t)) };
+                    let p = &proj[t * d..][..d];
+                    match post_norms {
+                        Some(post) => {
+                            ops.rmsnorm(p, &post[1], eps, tmp);
+                            xr.iter_mut().zip(&*tmp).for_each(|(xv, pv)| *xv += pv);
+                        }
+                        None => xr.iter_mut().zip(p).for_each(|(xv, pv)| *xv += pv),
                     }
                 });
             }
@@ -383,6 +532,9 @@ impl Model {
             });
         }
         trace(Tap::FinalNorm, head_in);
+        if output == Output::Hidden {
+            return Ok(&scratch.head_in[..m * d]);
+        }
         let logits = resize(&mut scratch.logits, m * hp.n_vocab);
         if m > 0 {
             match &w.head_q8 {

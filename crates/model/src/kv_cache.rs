@@ -87,6 +87,9 @@ pub struct KvCache {
     len: usize,
     k: Store,
     v: Store,
+    /// Whether an f32 cache attends in the reference's exact operation
+    /// order (scalar chains) or with the vectorised row operations.
+    exact: bool,
 }
 
 impl KvCache {
@@ -113,7 +116,18 @@ impl KvCache {
             len: 0,
             k: store(),
             v: store(),
+            exact: true,
         }
+    }
+
+    /// An f32 cache that attends with the vectorised row operations instead
+    /// of the reference's exact order (f32 precision, ~1e-7 relative from
+    /// it): for embedding, where no rounding tie of a language model's
+    /// reference is to be reproduced and long texts make the exact scalar
+    /// chains the slowest part.
+    pub(crate) fn with_fast_attention(mut self) -> KvCache {
+        self.exact = false;
+        self
     }
 
     /// Bytes a cache of `capacity` positions takes for `hp`.
@@ -198,9 +212,10 @@ impl KvCache {
     }
 
     /// Attention of one query head over positions `0..=pos` of kv head
-    /// `head`: `out = softmax(q·Kᵀ · scale) · V`. `scores` needs `pos + 1`
-    /// elements. `seq_len` is the length of the whole sequence once the
-    /// current batch is in.
+    /// `head`: `out = softmax(q·Kᵀ · scale) · V` over the positions
+    /// `start..=pos` (`start > 0` for a sliding-window layer). `scores`
+    /// needs `pos + 1` elements. `seq_len` is the length of the whole
+    /// sequence once the current batch is in.
     ///
     /// The f32 cache is the reference-precision mode: its arithmetic follows
     /// the reference's operation by operation (bitnet_kernels::exact: the
@@ -214,6 +229,7 @@ impl KvCache {
         ops: &Ops,
         layer: usize,
         head: usize,
+        start: usize,
         pos: usize,
         seq_len: usize,
         q: &[f32],
@@ -222,11 +238,12 @@ impl KvCache {
         out: &mut [f32],
     ) {
         let d = self.head_dim;
-        let first = self.row_index(layer, head, 0);
+        let start = start.min(pos);
+        let first = self.row_index(layer, head, start);
         let base = first * d;
-        let n = pos + 1;
+        let n = pos + 1 - start;
         let scores = &mut scores[..n];
-        if let (Store::F32(k), Store::F32(v)) = (&self.k, &self.v) {
+        if let (true, Store::F32(k), Store::F32(v)) = (self.exact, &self.k, &self.v) {
             let kind = exact::score_kind(seq_len, pos);
             for (j, s) in scores.iter_mut().enumerate() {
                 *s = exact::score(q, &k[base + j * d..][..d], kind) * scale;

@@ -20,6 +20,9 @@
 //! * **Batches, not sequences.** [`Model::forward`] takes tokens from any
 //!   number of sequences, each with its own [`KvCache`], so the same code
 //!   serves prompt processing, decoding, perplexity and a batching server.
+//! * **Embedding backbones** (BitNet embedding models on Qwen3 and Gemma3)
+//!   normalise the input of every projection with its own RMSNorm, so their
+//!   projections are not fused; [`Model::embed`] pools and normalises.
 //! * The model owns no threads and does no I/O after loading: callers pass a
 //!   [`bitnet_threads::ThreadPool`].
 
@@ -27,6 +30,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod embed;
 mod error;
 pub mod forward;
 pub mod kv_cache;
@@ -43,12 +47,12 @@ use bitnet_gguf::GgufFile;
 pub use bitnet_gguf::ternary::TlTiling;
 use bitnet_kernels::Kernels;
 
-pub use config::{Arch, FfnAct, HParams, RopeStyle};
+pub use config::{Arch, EmbeddingSpec, FfnAct, HParams, Pooling, RopeStyle};
 pub use error::{Error, Result};
 pub use forward::{BatchToken, Scratch, Tap};
 pub use kv_cache::{KvCache, KvType};
 pub use load::hf::HfCheckpoint;
-pub use weights::{DenseWeight, LayerWeights, Weights};
+pub use weights::{BackboneWeights, DenseWeight, LayerWeights, Weights};
 
 /// Hyper-parameters of a GGUF file, without loading its weights.
 pub fn gguf_hparams(file: &GgufFile) -> Result<HParams> {
@@ -90,6 +94,7 @@ pub struct Model {
     kernels: &'static Kernels,
     inv_freq: Vec<f32>,
     description: String,
+    embedding: Option<EmbeddingSpec>,
 }
 
 impl Model {
@@ -112,12 +117,19 @@ impl Model {
                 .unwrap_or_default(),
             file.architecture().unwrap_or("?")
         );
+        let embedding = load::gguf::embedding_spec(&file, &hparams)?;
         let src = load::gguf::GgufSource::new(file, opts.tl_tiling.clone());
         let weights = load::build(&src, &hparams)?;
         // Q/K rows were put back in rotate-half order while loading.
         let mut hparams = hparams;
         hparams.rope_style = RopeStyle::Neox;
-        Ok(Model::assemble(hparams, weights, opts, description))
+        Ok(Model::assemble(
+            hparams,
+            weights,
+            opts,
+            description,
+            embedding,
+        ))
     }
 
     /// Builds a model from a Hugging Face checkpoint.
@@ -125,7 +137,14 @@ impl Model {
         let description = ckpt.label.clone();
         let (src, hparams) = load::hf::HfSource::new(ckpt)?;
         let weights = load::build(&src, &hparams)?;
-        Ok(Model::assemble(hparams, weights, opts, description))
+        let embedding = src.embedding().cloned();
+        Ok(Model::assemble(
+            hparams,
+            weights,
+            opts,
+            description,
+            embedding,
+        ))
     }
 
     fn assemble(
@@ -133,6 +152,7 @@ impl Model {
         weights: Weights,
         opts: &LoadOptions,
         description: String,
+        embedding: Option<EmbeddingSpec>,
     ) -> Model {
         let mut inv_freq =
             bitnet_kernels::exact::rope_inv_freq(hparams.rope_dim, hparams.rope_theta);
@@ -147,7 +167,14 @@ impl Model {
             kernels: opts.kernels,
             inv_freq,
             description,
+            embedding,
         }
+    }
+
+    /// What the model adds as an embedding model (pooling, end-of-text
+    /// token), or `None` for a language model.
+    pub fn embedding(&self) -> Option<&EmbeddingSpec> {
+        self.embedding.as_ref()
     }
 
     /// The hyper-parameters.

@@ -52,11 +52,11 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::config::{Arch, FfnAct, HParams, RopeStyle};
+use crate::config::{Arch, EmbeddingSpec, FfnAct, HParams, Pooling, RopeStyle};
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvType};
 use crate::storage::{ByteView, Owner};
-use crate::weights::{DenseWeight, LayerWeights, Weights};
+use crate::weights::{BackboneWeights, DenseWeight, LayerWeights, Weights};
 use crate::{LoadOptions, Model};
 
 /// The built-in model shapes.
@@ -134,6 +134,52 @@ impl Shape {
 }
 
 impl HParams {
+    /// bitnet-embedding-0.6b (Qwen3-0.6B backbone, bitnet.cpp's guide): d
+    /// 1024, 28 layers, 16 heads / 8 KV heads of 128, FFN 3072 (SiLU), vocab
+    /// 151936, RoPE θ 1e6, 32k context.
+    pub fn bitnet_embedding_0_6b() -> HParams {
+        HParams {
+            arch: Arch::Qwen3,
+            n_embd: 1024,
+            n_layer: 28,
+            n_head: 16,
+            n_head_kv: 8,
+            head_dim: 128,
+            n_ff: 3072,
+            n_vocab: 151936,
+            n_ctx_train: 32768,
+            rms_eps: 1e-6,
+            rope_theta: 1_000_000.0,
+            rope_dim: 128,
+            rope_style: RopeStyle::Neox,
+            ffn_act: FfnAct::Silu,
+            tied_embeddings: true,
+        }
+    }
+
+    /// bitnet-embedding-270m (Gemma3 backbone, bitnet.cpp's guide): d 640,
+    /// 18 layers, 4 heads / 1 KV head of 256, FFN 2048 (GELU), vocab 262144,
+    /// RoPE θ 10000, 32k context.
+    pub fn bitnet_embedding_270m() -> HParams {
+        HParams {
+            arch: Arch::Gemma3,
+            n_embd: 640,
+            n_layer: 18,
+            n_head: 4,
+            n_head_kv: 1,
+            head_dim: 256,
+            n_ff: 2048,
+            n_vocab: 262144,
+            n_ctx_train: 32768,
+            rms_eps: 1e-6,
+            rope_theta: 10000.0,
+            rope_dim: 256,
+            rope_style: RopeStyle::Neox,
+            ffn_act: FfnAct::GeluTanh,
+            tied_embeddings: true,
+        }
+    }
+
     /// BitNet b1.58 2B-4T: d 2560, 30 layers, 20 heads / 5 KV heads, FFN 6912
     /// (squared ReLU, sub-norms), vocab 128256, tied head, RoPE θ 500000.
     pub fn bitnet_b158_2b4t() -> HParams {
@@ -562,14 +608,21 @@ impl Model {
         };
         // Same-sized matrices side by side, so that a group of parallel jobs
         // finishes together.
-        let jobs: Vec<(usize, u64)> = (0..4)
+        // Embedding backbones normalise each projection's input on its own,
+        // so their Q/K/V and gate/up are separate matrices.
+        let split = hp.arch.has_projection_norms();
+        let per_layer: u64 = if split { 7 } else { 4 };
+        let jobs: Vec<(usize, u64)> = (0..per_layer)
             .flat_map(|m| (0..hp.n_layer).map(move |l| (l, m)))
             .collect();
-        let build = |&(l, m): &(usize, u64)| match m {
-            0 => random_ternary(seed, l, 0, &[qd, kvd, kvd], d),
-            1 => random_ternary(seed, l, 1, &[d], qd),
-            2 => random_ternary(seed, l, 2, &[ff, ff], d),
-            _ => random_ternary(seed, l, 3, &[d], ff),
+        let build = |&(l, m): &(usize, u64)| match (split, m) {
+            (false, 0) => random_ternary(seed, l, 0, &[qd, kvd, kvd], d),
+            (false, 1) | (true, 3) => random_ternary(seed, l, m, &[d], qd),
+            (false, 2) => random_ternary(seed, l, 2, &[ff, ff], d),
+            (false, _) | (true, 6) => random_ternary(seed, l, m, &[d], ff),
+            (true, 0) => random_ternary(seed, l, 0, &[qd], d),
+            (true, 1 | 2) => random_ternary(seed, l, m, &[kvd], d),
+            (true, _) => random_ternary(seed, l, m, &[ff], d),
         };
         let parallel = match opts.parallel_matrices {
             0 => rayon::current_num_threads(),
@@ -583,7 +636,7 @@ impl Model {
                 .map(build)
                 .collect::<Result<Vec<_>>>()?;
             for (&(l, m), mat) in group.iter().zip(built) {
-                slots[l * 4 + m as usize] = Some(mat);
+                slots[l * per_layer as usize + m as usize] = Some(mat);
             }
         }
         let mut mats = slots
@@ -591,9 +644,29 @@ impl Model {
             .map(|m| m.expect("every matrix was built"));
         let mut layers = Vec::with_capacity(hp.n_layer);
         for l in 0..hp.n_layer {
-            let mut next = || mats.next().expect("four matrices per layer");
-            let (qkv, wo, gate_up, down) = (next(), next(), next(), next());
+            let mut next = || mats.next().expect("every matrix was built");
             let tag = |i: usize| (l * 4 + i) as u64;
+            let btag = |i: usize| (1u64 << 40) | (l * 16 + i) as u64;
+            let (qkv, wo, gate_up, down, backbone) = if split {
+                let (q, k, v, o, g, u, dn) =
+                    (next(), next(), next(), next(), next(), next(), next());
+                let backbone = BackboneWeights {
+                    qkv_norms: [4, 5, 6].map(|i| random_norm(seed, btag(i), d)),
+                    k,
+                    v,
+                    gate_up_norms: [7, 8].map(|i| random_norm(seed, btag(i), d)),
+                    up: u,
+                    q_norm: random_norm(seed, btag(9), hp.head_dim),
+                    k_norm: random_norm(seed, btag(10), hp.head_dim),
+                    post_norms: hp
+                        .arch
+                        .has_post_norms()
+                        .then(|| [11, 12].map(|i| random_norm(seed, btag(i), d))),
+                };
+                (q, o, g, dn, Some(Box::new(backbone)))
+            } else {
+                (next(), next(), next(), next(), None)
+            };
             layers.push(LayerWeights {
                 attn_norm: random_norm(seed, tag(0), d),
                 qkv,
@@ -603,6 +676,7 @@ impl Model {
                 gate_up,
                 ffn_sub_norm: sub.then(|| random_norm(seed, tag(3), ff)),
                 down,
+                backbone,
             });
         }
         let head_q8 = crate::weights::head_q8(output.as_ref().unwrap_or(&token_embd))?;
@@ -624,7 +698,18 @@ impl Model {
             shape_label(hp),
             opts.head_type.name()
         );
-        Ok(Model::assemble(hp.clone(), weights, &load, description))
+        Ok(Model::assemble(
+            hp.clone(),
+            weights,
+            &load,
+            description,
+            hp.arch.is_embedding().then(|| EmbeddingSpec {
+                pooling: Pooling::Last,
+                append_eos: hp.arch == Arch::Qwen3,
+                query_pre_attn_scalar: None,
+                sliding_window: None,
+            }),
+        ))
     }
 }
 
@@ -641,6 +726,33 @@ mod tests {
     use super::*;
     use crate::{BatchToken, Scratch};
     use bitnet_threads::ThreadPool;
+
+    #[test]
+    fn random_embedding_backbones_embed_unit_vectors_batch_independently() {
+        for base in [
+            HParams::bitnet_embedding_0_6b(),
+            HParams::bitnet_embedding_270m(),
+        ] {
+            let hp = HParams {
+                n_embd: 64,
+                n_layer: 2,
+                n_ff: 96,
+                n_vocab: 50,
+                ..base
+            };
+            let model = Model::random(&hp, &RandomOptions::default()).unwrap();
+            assert!(model.weights().layers[1].backbone.is_some());
+            let pool = ThreadPool::new(2);
+            let seqs = vec![vec![1, 2, 3, 4, 5], vec![7], vec![9, 8, 7]];
+            let all = model.embed(&pool, &seqs).unwrap();
+            for (s, v) in seqs.iter().zip(&all) {
+                let norm: f32 = v.iter().map(|x| x * x).sum();
+                assert!((norm - 1.0).abs() < 1e-5 && v.iter().all(|x| x.is_finite()));
+                assert_eq!(&model.embed(&pool, std::slice::from_ref(s)).unwrap()[0], v);
+            }
+            assert_ne!(all[0], all[2]);
+        }
+    }
 
     fn tiny() -> HParams {
         HParams {

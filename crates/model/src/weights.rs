@@ -46,6 +46,38 @@ pub struct LayerWeights {
     pub ffn_sub_norm: Option<Vec<f32>>,
     /// FFN down projection.
     pub down: TernaryMatrix,
+    /// Embedding backbones: per-projection input norms, Q/K head norms and
+    /// Gemma3's post-norms (see [`BackboneWeights`]).
+    pub backbone: Option<Box<BackboneWeights>>,
+}
+
+/// What a BitNet embedding backbone (Qwen3, Gemma3) adds to a block.
+///
+/// Every projection normalises its own input (RMSNorm with its own weight)
+/// before quantising it, so Q, K and V (and gate and up) cannot share one
+/// activation quantisation: [`LayerWeights::qkv`] then holds Q alone and
+/// [`LayerWeights::gate_up`] the gate alone, and K, V and up are here. The
+/// input norms of the output and down projections are
+/// [`LayerWeights::attn_sub_norm`] and [`LayerWeights::ffn_sub_norm`].
+#[derive(Clone, Debug)]
+pub struct BackboneWeights {
+    /// Input norms of Q, K, V (each `n_embd`).
+    pub qkv_norms: [Vec<f32>; 3],
+    /// Key projection.
+    pub k: TernaryMatrix,
+    /// Value projection.
+    pub v: TernaryMatrix,
+    /// Input norms of gate and up (each `n_embd`).
+    pub gate_up_norms: [Vec<f32>; 2],
+    /// Up projection.
+    pub up: TernaryMatrix,
+    /// RMSNorm of every query and key head (`head_dim` each), before RoPE.
+    pub q_norm: Vec<f32>,
+    /// See `q_norm`.
+    pub k_norm: Vec<f32>,
+    /// Norms of the attention and FFN outputs before the residual adds
+    /// (Gemma3).
+    pub post_norms: Option<[Vec<f32>; 2]>,
 }
 
 /// All weights of a model.
@@ -104,6 +136,19 @@ impl Weights {
                     + l.wo.size_bytes()
                     + l.gate_up.size_bytes()
                     + l.down.size_bytes()
+                    + l.backbone.as_ref().map_or(0, |b| {
+                        b.qkv_norms
+                            .iter()
+                            .chain(&b.gate_up_norms)
+                            .map(vec)
+                            .sum::<usize>()
+                            + vec(&b.q_norm)
+                            + vec(&b.k_norm)
+                            + b.post_norms.as_ref().map_or(0, |p| vec(&p[0]) + vec(&p[1]))
+                            + b.k.size_bytes()
+                            + b.v.size_bytes()
+                            + b.up.size_bytes()
+                    })
             })
             .sum::<usize>()
             + vec(&self.output_norm)

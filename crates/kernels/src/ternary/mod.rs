@@ -286,6 +286,22 @@ impl TernaryMatrix {
         self.rule
     }
 
+    /// Replaces the row scales and their rule (the packed values stay), for
+    /// a loader that learns how a file's scales are best applied only after
+    /// packing every matrix.
+    pub fn set_scales(&mut self, scales: Vec<f32>, rule: ScaleRule) -> Result<()> {
+        if scales.len() != self.rows {
+            return Err(Error::Shape {
+                what: "ternary row scales",
+                expected: self.rows.to_string(),
+                found: scales.len().to_string(),
+            });
+        }
+        self.scales = scales;
+        self.rule = rule;
+        Ok(())
+    }
+
     /// The packed bytes.
     pub fn data(&self) -> &[u8] {
         self.data.as_slice()

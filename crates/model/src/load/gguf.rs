@@ -8,9 +8,9 @@ use bitnet_gguf::{GgufFile, TensorInfo, TensorType};
 use bitnet_kernels::{DenseType, ScaleRule};
 use half::{bf16, f16};
 
-use super::ternarize::{StoredAs, prefer_divisors, ternarize};
+use super::ternarize::{StoredAs, ternarize};
 use super::{Role, TensorSource, Ternary};
-use crate::config::{Arch, HParams, RopeStyle};
+use crate::config::{Arch, EmbeddingSpec, HParams, Pooling, RopeStyle};
 use crate::error::{Error, Result};
 use crate::storage::{ByteView, Owner};
 use crate::weights::DenseWeight;
@@ -25,6 +25,7 @@ impl AsRef<[u8]> for FileBytes {
 
 pub(crate) struct GgufSource {
     file: Arc<GgufFile>,
+    arch: Arch,
     owner: Owner,
     label: String,
     tiling: Vec<(usize, usize, TlTiling)>,
@@ -90,7 +91,7 @@ pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
         rope_dim: int("rope.dimension_count")?.unwrap_or(head_dim),
         rope_style: match arch {
             Arch::Llama => RopeStyle::Interleaved,
-            Arch::BitnetB158 | Arch::Bitnet => RopeStyle::Neox,
+            Arch::BitnetB158 | Arch::Bitnet | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
         },
         ffn_act: arch.default_ffn_act(),
         tied_embeddings: f.tensor("output.weight").is_none(),
@@ -99,9 +100,59 @@ pub(crate) fn hparams(f: &GgufFile) -> Result<HParams> {
     Ok(hp)
 }
 
+/// The embedding backbones' pooling (`{arch}.pooling_type`: 1 mean, 2 cls,
+/// 3 last; absent, the last token, as the BitNet embedding models pool),
+/// whether the tokenizer appends its end-of-text token
+/// (`tokenizer.ggml.add_eos_token`; bitnet.cpp's converter sets it for
+/// Qwen3), `{arch}.attention.query_pre_attn_scalar` (absent: llama.cpp
+/// scales Gemma3 scores by `head_dim^-0.5`) and Gemma3's
+/// `{arch}.attention.sliding_window` (absent, as bitnet.cpp's converter
+/// leaves it: every layer attends to every position).
+pub(crate) fn embedding_spec(f: &GgufFile, hp: &HParams) -> Result<Option<EmbeddingSpec>> {
+    if !hp.arch.is_embedding() {
+        return Ok(None);
+    }
+    let md = f.metadata();
+    let arch = hp.arch.gguf_name();
+    let pooling = match md.get_u64(&format!("{arch}.pooling_type"))? {
+        None | Some(3) => Pooling::Last,
+        Some(1) => Pooling::Mean,
+        Some(2) => Pooling::Cls,
+        Some(other) => {
+            return Err(Error::Config {
+                file: label(f),
+                field: format!("{arch}.pooling_type"),
+                reason: format!(
+                    "{other} is not a pooling this engine implements (1 mean, 2 cls, 3 last)"
+                ),
+            });
+        }
+    };
+    Ok(Some(EmbeddingSpec {
+        pooling,
+        append_eos: md
+            .get_bool("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(hp.arch == Arch::Qwen3),
+        query_pre_attn_scalar: md.get_f32(&format!("{arch}.attention.query_pre_attn_scalar"))?,
+        // llama.cpp's Gemma3: a window from `attention.sliding_window`, on
+        // five layers of every six.
+        sliding_window: match md.get_u64(&format!("{arch}.attention.sliding_window"))? {
+            Some(w) if hp.arch == Arch::Gemma3 && w > 0 => Some((
+                w as usize,
+                (0..hp.n_layer).map(|l| (l + 1) % 6 != 0).collect(),
+            )),
+            _ => None,
+        },
+    }))
+}
+
 impl GgufSource {
     pub(crate) fn new(file: Arc<GgufFile>, tiling: Vec<(usize, usize, TlTiling)>) -> GgufSource {
         GgufSource {
+            arch: file
+                .architecture()
+                .and_then(Arch::from_gguf)
+                .unwrap_or(Arch::BitnetB158),
             owner: Arc::new(FileBytes(Arc::clone(&file))),
             label: label(&file),
             file,
@@ -172,7 +223,7 @@ impl TensorSource for GgufSource {
     }
 
     fn name(&self, role: Role, l: usize) -> String {
-        tensor_name(role, l)
+        tensor_name(self.arch, role, l)
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
@@ -232,10 +283,7 @@ impl TensorSource for GgufSource {
                     reason: "block scales differ within a row: not a ternary tensor with one scale per matrix".into(),
                 })?,
             };
-            let mut scales = scales;
-            let mut rule = ScaleRule::Multiply;
-            prefer_divisors(&mut scales, &mut rule, stored_as(t.ty));
-            (decoded.values, scales, rule)
+            (decoded.values, scales, ScaleRule::Multiply)
         } else if matches!(t.ty, TensorType::F32 | TensorType::F16 | TensorType::BF16) {
             let (values, s, rule) = ternarize(&self.floats(t, "a ternary matrix")?);
             (values, vec![s; rows], rule)
@@ -263,16 +311,32 @@ impl TensorSource for GgufSource {
             if let Some(scale) = decode_i2s_into(data, out) {
                 let extra = self.extra_scale(name)?;
                 let mut scales = vec![scale; rows];
-                let mut rule = ScaleRule::Multiply;
-                prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
-                apply_extra(&mut scales, rule, extra);
-                return Ok((scales, rule));
+                apply_extra(&mut scales, ScaleRule::Multiply, extra);
+                return Ok((scales, ScaleRule::Multiply));
             }
             // A bad code or length: the full decoder names the element.
         }
         let t = self.ternary(name)?;
         out.copy_from_slice(&t.values);
         Ok((t.scales, t.rule))
+    }
+
+    fn scale_precision(&self, name: &str) -> Option<StoredAs> {
+        let t = self.file.tensor(name)?;
+        // A separate `.scale` tensor means the file's scales are not a
+        // converter's rounding of one bf16 `weight_scale`.
+        let base = name.strip_suffix(".weight").unwrap_or(name);
+        if self.file.tensor(&format!("{base}.scale")).is_some() {
+            return None;
+        }
+        // Float exports of ternary models (bitnet.cpp's F32 conversion
+        // writes `T / weight_scale`) hold the multiplier in the float type.
+        match t.ty {
+            TensorType::F32 => Some(StoredAs::F32),
+            TensorType::F16 => Some(StoredAs::F16),
+            ty if ty.is_ternary() => Some(stored_as(ty)),
+            _ => None,
+        }
     }
 
     fn release(&self, name: &str) {
@@ -291,9 +355,12 @@ impl TensorSource for GgufSource {
     }
 }
 
-/// The GGUF name of the tensor with `role` in block `l` (llama.cpp's names).
-pub(crate) fn tensor_name(role: Role, l: usize) -> String {
+/// The GGUF name of the tensor with `role` in block `l` (llama.cpp's names;
+/// the embedding backbones' as bitnet.cpp's
+/// `convert-bitnet-embedding-to-gguf.py` writes them).
+pub(crate) fn tensor_name(arch: Arch, role: Role, l: usize) -> String {
     let blk = |s: &str| format!("blk.{l}.{s}.weight");
+    let backbone = arch.has_projection_norms();
     match role {
         Role::TokenEmbd => "token_embd.weight".into(),
         Role::OutputNorm => "output_norm.weight".into(),
@@ -303,12 +370,23 @@ pub(crate) fn tensor_name(role: Role, l: usize) -> String {
         Role::AttnK => blk("attn_k"),
         Role::AttnV => blk("attn_v"),
         Role::AttnOut => blk("attn_output"),
+        Role::AttnSubNorm if backbone => blk("attn_output_norm_in"),
         Role::AttnSubNorm => blk("attn_sub_norm"),
         Role::FfnNorm => blk("ffn_norm"),
         Role::FfnGate => blk("ffn_gate"),
         Role::FfnUp => blk("ffn_up"),
         Role::FfnDown => blk("ffn_down"),
+        Role::FfnSubNorm if backbone => blk("ffn_down_norm_in"),
         Role::FfnSubNorm => blk("ffn_sub_norm"),
+        Role::AttnQNormIn => blk("attn_q_norm_in"),
+        Role::AttnKNormIn => blk("attn_k_norm_in"),
+        Role::AttnVNormIn => blk("attn_v_norm_in"),
+        Role::FfnGateNormIn => blk("ffn_gate_norm_in"),
+        Role::FfnUpNormIn => blk("ffn_up_norm_in"),
+        Role::AttnQNorm => blk("attn_q_norm"),
+        Role::AttnKNorm => blk("attn_k_norm"),
+        Role::PostAttnNorm => blk("post_attention_norm"),
+        Role::PostFfnNorm => blk("post_ffw_norm"),
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::ternarize::{ternarize, unpack_hf};
 use super::{Role, TensorSource, Ternary};
-use crate::config::{Arch, FfnAct, HParams, RopeStyle};
+use crate::config::{Arch, EmbeddingSpec, FfnAct, HParams, Pooling, RopeStyle};
 use crate::error::{Error, Result};
 use crate::storage::{ByteView, Owner, map_file};
 use crate::weights::DenseWeight;
@@ -182,6 +182,11 @@ pub(crate) fn parse_config(json: &[u8], file: &str) -> Result<(HParams, Option<Q
     };
     let arch = match model_type {
         "bitnet" => Arch::BitnetB158,
+        // BitNet embedding models (bf16 masters, quantised on load); a
+        // plain float checkpoint of these backbones is refused when its
+        // per-projection norms turn out to be missing.
+        "qwen3" => Arch::Qwen3,
+        "gemma3_text" => Arch::Gemma3,
         "llama" if quant.is_some() => Arch::Llama,
         "llama" => {
             return Err(Error::UnsupportedArch {
@@ -198,15 +203,20 @@ pub(crate) fn parse_config(json: &[u8], file: &str) -> Result<(HParams, Option<Q
             });
         }
     };
-    let ffn_act = match cfg.get("hidden_act").and_then(Value::as_str) {
+    let act = cfg
+        .get("hidden_activation")
+        .or_else(|| cfg.get("hidden_act"))
+        .and_then(Value::as_str);
+    let ffn_act = match act {
         None => arch.default_ffn_act(),
         Some("relu2") => FfnAct::Relu2,
         Some("silu" | "swish") => FfnAct::Silu,
+        Some("gelu_pytorch_tanh" | "gelu_new") => FfnAct::GeluTanh,
         Some(other) => {
             return Err(cfg_err(
                 file,
                 "hidden_act",
-                format!("unsupported activation `{other}`"),
+                format!("unsupported activation `{other}` (relu2, silu, gelu_pytorch_tanh)"),
             ));
         }
     };
@@ -246,6 +256,95 @@ pub(crate) fn parse_config(json: &[u8], file: &str) -> Result<(HParams, Option<Q
             .unwrap_or(false),
     };
     Ok((hp, quant, cfg))
+}
+
+/// The embedding backbones' pooling (the BitNet embedding models pool the
+/// last token; a checkpoint's sentence-transformers pooling files are not
+/// read), end-of-text token (Qwen3's tokenizer appends `<|endoftext|>`) and
+/// Gemma3's `query_pre_attn_scalar`.
+fn embedding_spec(cfg: &Value, file: &str, hp: &HParams) -> Result<Option<EmbeddingSpec>> {
+    if !hp.arch.is_embedding() {
+        return Ok(None);
+    }
+    let scalar = get_f32(cfg, file, "query_pre_attn_scalar")?;
+    if let Some(s) = scalar
+        && !(s.is_finite() && s > 0.0)
+    {
+        return Err(cfg_err(
+            file,
+            "query_pre_attn_scalar",
+            format!("{s} is not positive"),
+        ));
+    }
+    Ok(Some(EmbeddingSpec {
+        pooling: Pooling::Last,
+        append_eos: hp.arch == Arch::Qwen3,
+        query_pre_attn_scalar: if hp.arch == Arch::Gemma3 {
+            scalar
+        } else {
+            None
+        },
+        sliding_window: if hp.arch == Arch::Gemma3 {
+            sliding_window(cfg, file, hp)?
+        } else {
+            None
+        },
+    }))
+}
+
+/// Gemma3's sliding-window layers: `sliding_window` and `layer_types`
+/// (`sliding_attention` / `full_attention`), or without `layer_types`,
+/// `sliding_window_pattern` (every n-th layer global; 6 by default).
+/// transformers gives sliding layers the RoPE base `rope_local_base_freq`;
+/// one base for all layers is implemented, so a different one is refused.
+fn sliding_window(cfg: &Value, file: &str, hp: &HParams) -> Result<Option<(usize, Vec<bool>)>> {
+    let Some(w) = get_usize(cfg, file, "sliding_window")?.filter(|&w| w > 0) else {
+        return Ok(None);
+    };
+    let layers: Vec<bool> = match cfg.get("layer_types").and_then(Value::as_array) {
+        Some(types) => {
+            if types.len() != hp.n_layer {
+                return Err(cfg_err(
+                    file,
+                    "layer_types",
+                    format!("{} entries for {} layers", types.len(), hp.n_layer),
+                ));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(cfg_err(
+                        file,
+                        "layer_types",
+                        format!("unknown layer type {t}"),
+                    )),
+                })
+                .collect::<Result<_>>()?
+        }
+        None => {
+            let pattern = get_usize(cfg, file, "sliding_window_pattern")?
+                .unwrap_or(6)
+                .max(1);
+            (0..hp.n_layer).map(|l| (l + 1) % pattern != 0).collect()
+        }
+    };
+    if let Some(local) = get_f32(cfg, file, "rope_local_base_freq")?
+        && local != hp.rope_theta
+        && layers.iter().any(|&s| s)
+    {
+        return Err(cfg_err(
+            file,
+            "rope_local_base_freq",
+            format!(
+                "{local} differs from rope_theta {}: sliding-window layers with their own RoPE \
+                 base are not implemented",
+                hp.rope_theta
+            ),
+        ));
+    }
+    Ok(Some((w, layers)))
 }
 
 /// llama3-style RoPE scaling as per-frequency divisors, or `None`.
@@ -311,6 +410,11 @@ pub(crate) struct HfSource {
     tensors: HashMap<String, Entry>,
     quant: Option<Quant>,
     rope_factors: Option<Vec<f32>>,
+    arch: Arch,
+    embedding: Option<EmbeddingSpec>,
+    /// `model.` for a causal-LM checkpoint; empty for a bare backbone
+    /// (sentence-transformers and `AutoModel` checkpoints).
+    prefix: &'static str,
 }
 
 impl HfSource {
@@ -347,6 +451,24 @@ impl HfSource {
         if !tensors.contains_key("lm_head.weight") {
             hp.tied_embeddings = true;
         }
+        let prefix = if tensors.contains_key("embed_tokens.weight") {
+            ""
+        } else {
+            "model."
+        };
+        if hp.arch.has_projection_norms() {
+            let norm = format!("{prefix}layers.0.self_attn.q_proj.norm.weight");
+            if !tensors.contains_key(&norm) {
+                return Err(Error::UnsupportedArch {
+                    file: cfg_file.clone(),
+                    arch: format!(
+                        "{} without per-projection norms (`{norm}`): not a BitNet model",
+                        hp.arch.gguf_name()
+                    ),
+                    supported: Arch::SUPPORTED,
+                });
+            }
+        }
         hp.validate(&cfg_file, crate::config::Keys::Hf)?;
         let rope_factors = rope_scaling_factors(&cfg, &cfg_file, &hp)?;
         Ok((
@@ -356,9 +478,17 @@ impl HfSource {
                 tensors,
                 quant,
                 rope_factors,
+                arch: hp.arch,
+                embedding: embedding_spec(&cfg, &cfg_file, &hp)?,
+                prefix,
             },
             hp,
         ))
+    }
+
+    /// What the checkpoint adds as an embedding model, if it is one.
+    pub(crate) fn embedding(&self) -> Option<&EmbeddingSpec> {
+        self.embedding.as_ref()
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
@@ -406,22 +536,57 @@ impl TensorSource for HfSource {
     }
 
     fn name(&self, role: Role, l: usize) -> String {
-        let layer = |s: &str| format!("model.layers.{l}.{s}");
+        let p = self.prefix;
+        let layer = |s: &str| format!("{p}layers.{l}.{s}");
+        let gemma = self.arch == Arch::Gemma3;
+        let backbone = self.arch.has_projection_norms();
         match role {
-            Role::TokenEmbd => "model.embed_tokens.weight".into(),
-            Role::OutputNorm => "model.norm.weight".into(),
+            Role::TokenEmbd => format!("{p}embed_tokens.weight"),
+            Role::OutputNorm => format!("{p}norm.weight"),
             Role::Output => "lm_head.weight".into(),
             Role::AttnNorm => layer("input_layernorm.weight"),
             Role::AttnQ => layer("self_attn.q_proj.weight"),
             Role::AttnK => layer("self_attn.k_proj.weight"),
             Role::AttnV => layer("self_attn.v_proj.weight"),
             Role::AttnOut => layer("self_attn.o_proj.weight"),
+            Role::AttnSubNorm if backbone => layer("self_attn.o_proj.norm.weight"),
             Role::AttnSubNorm => layer("self_attn.attn_sub_norm.weight"),
+            Role::FfnNorm if gemma => layer("pre_feedforward_layernorm.weight"),
             Role::FfnNorm => layer("post_attention_layernorm.weight"),
             Role::FfnGate => layer("mlp.gate_proj.weight"),
             Role::FfnUp => layer("mlp.up_proj.weight"),
             Role::FfnDown => layer("mlp.down_proj.weight"),
+            Role::FfnSubNorm if backbone => layer("mlp.down_proj.norm.weight"),
             Role::FfnSubNorm => layer("mlp.ffn_sub_norm.weight"),
+            Role::AttnQNormIn => layer("self_attn.q_proj.norm.weight"),
+            Role::AttnKNormIn => layer("self_attn.k_proj.norm.weight"),
+            Role::AttnVNormIn => layer("self_attn.v_proj.norm.weight"),
+            Role::FfnGateNormIn => layer("mlp.gate_proj.norm.weight"),
+            Role::FfnUpNormIn => layer("mlp.up_proj.norm.weight"),
+            Role::AttnQNorm => layer("self_attn.q_norm.weight"),
+            Role::AttnKNorm => layer("self_attn.k_norm.weight"),
+            Role::PostAttnNorm => layer("post_attention_layernorm.weight"),
+            Role::PostFfnNorm => layer("post_feedforward_layernorm.weight"),
+        }
+    }
+
+    fn norm_offset(&self, role: Role) -> f32 {
+        // Gemma3RMSNorm multiplies by (1 + w); the per-projection norms are
+        // BitLinear's own, plain RMSNorms.
+        let gemma_own = matches!(
+            role,
+            Role::AttnNorm
+                | Role::FfnNorm
+                | Role::PostAttnNorm
+                | Role::PostFfnNorm
+                | Role::OutputNorm
+                | Role::AttnQNorm
+                | Role::AttnKNorm
+        );
+        if self.arch == Arch::Gemma3 && gemma_own {
+            1.0
+        } else {
+            0.0
         }
     }
 

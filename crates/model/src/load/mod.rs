@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::config::{HParams, RopeStyle};
 use crate::error::{Error, Result};
-use crate::weights::{DenseWeight, LayerWeights, Weights};
+use crate::weights::{BackboneWeights, DenseWeight, LayerWeights, Weights};
 
 /// What a tensor is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,16 @@ pub(crate) enum Role {
     FfnUp,
     FfnDown,
     FfnSubNorm,
+    // Embedding backbones (Qwen3, Gemma3).
+    AttnQNormIn,
+    AttnKNormIn,
+    AttnVNormIn,
+    FfnGateNormIn,
+    FfnUpNormIn,
+    AttnQNorm,
+    AttnKNorm,
+    PostAttnNorm,
+    PostFfnNorm,
 }
 
 /// A decoded ternary matrix with its per-row scales.
@@ -78,11 +88,25 @@ pub(crate) trait TensorSource: Sync {
         out.copy_from_slice(&t.values);
         Ok((t.scales, t.rule))
     }
+    /// How the file stored the multiplier scales of the ternary matrix
+    /// `name`, when they may be a converter's rounding of a Hugging Face
+    /// `bitlinear` checkpoint's bf16 divisor (see [`ternarize::bf16_divisor`]);
+    /// `None` where scales are to be taken as they are.
+    fn scale_precision(&self, _name: &str) -> Option<ternarize::StoredAs> {
+        None
+    }
     /// Says that tensor `name` will not be read again (its pages may go).
     fn release(&self, _name: &str) {}
     /// Optional RoPE frequency factors.
     fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
         Ok(None)
+    }
+    /// What is added to the norm weight of `role` to get the factor the
+    /// normalised values are multiplied by: 1 for Gemma3's own norms in a
+    /// Hugging Face checkpoint (`x · (1 + w)`; GGUF converters store
+    /// `w + 1`).
+    fn norm_offset(&self, _role: Role) -> f32 {
+        0.0
     }
 }
 
@@ -105,7 +129,12 @@ fn expect_shape(src: &dyn TensorSource, name: &str, expected: &[usize]) -> Resul
 fn vector(src: &dyn TensorSource, role: Role, layer: usize, len: usize) -> Result<Vec<f32>> {
     let name = src.name(role, layer);
     expect_shape(src, &name, &[len])?;
-    src.vector(&name)
+    let mut v = src.vector(&name)?;
+    let offset = src.norm_offset(role);
+    if offset != 0.0 {
+        v.iter_mut().for_each(|w| *w += offset);
+    }
+    Ok(v)
 }
 
 fn check_scales(src: &dyn TensorSource, name: &str, scales: &[f32]) -> Result<()> {
@@ -133,7 +162,7 @@ struct Job {
 /// Decodes the parts of `job` (their shapes already checked) into one buffer
 /// and packs it (rows in order: fused Q/K/V or gate/up share one activation
 /// quantisation).
-fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<TernaryMatrix> {
+fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<Packed> {
     let cols = job.cols;
     let rows: usize = job.parts.iter().map(|p| p.1).sum();
     let names: Vec<String> = job
@@ -174,16 +203,24 @@ impl Buffers {
     }
 }
 
+/// A packed matrix, and the bf16 divisors its multipliers were rounded
+/// from, if every row has one (see [`choose_divisors`]).
+struct Packed {
+    matrix: TernaryMatrix,
+    divisors: Option<Vec<f32>>,
+}
+
 fn fill_and_pack(
     src: &dyn TensorSource,
     job: &Job,
     names: &[String],
     rows: usize,
     values: &mut [i8],
-) -> Result<TernaryMatrix> {
+) -> Result<Packed> {
     let cols = job.cols;
     let mut scales = Vec::with_capacity(rows);
-    let mut rule = None;
+    let mut rules = Vec::with_capacity(job.parts.len());
+    let mut precisions = Vec::with_capacity(job.parts.len());
     let mut offset = 0;
     for (name, &(role, r)) in names.iter().zip(&job.parts) {
         let (s, part_rule) =
@@ -196,17 +233,8 @@ fn fill_and_pack(
                 reason: format!("{} row scales for {r} rows", s.len()),
             });
         }
-        match rule {
-            None => rule = Some(part_rule),
-            Some(first) if first != part_rule => {
-                return Err(Error::TensorData {
-                    file: src.file().to_string(),
-                    tensor: name.clone(),
-                    reason: format!("scale convention differs from `{}`", names[0]),
-                });
-            }
-            Some(_) => {}
-        }
+        rules.push((r, part_rule));
+        precisions.push((r, src.scale_precision(name)));
         scales.extend_from_slice(&s);
         if let (Some(head_dim), Role::AttnQ | Role::AttnK) = (job.unpermute, role) {
             let part = &mut values[offset * cols..(offset + r) * cols];
@@ -214,11 +242,94 @@ fn fill_and_pack(
         }
         offset += r;
     }
-    let rule = rule.unwrap_or(ScaleRule::Multiply);
-    TernaryMatrix::pack(rows, cols, values, scales, rule).map_err(|source| Error::Kernel {
-        tensor: names[0].clone(),
-        source,
-    })
+    let rule = unify_rules(&mut scales, &rules);
+    let divisors = if rule == ScaleRule::Multiply {
+        group_divisors(&scales, &precisions)
+    } else {
+        None
+    };
+    let matrix =
+        TernaryMatrix::pack(rows, cols, values, scales, rule).map_err(|source| Error::Kernel {
+            tensor: names[0].clone(),
+            source,
+        })?;
+    Ok(Packed { matrix, divisors })
+}
+
+/// One rule for a fused matrix whose parts (`(rows, rule)` in order) may
+/// have come with different ones: a file's scales are what they are, so
+/// parts never disagree into an error. Where they differ, every part is
+/// written as a multiplier (`1 / divisor` for a dividing part).
+fn unify_rules(scales: &mut [f32], rules: &[(usize, ScaleRule)]) -> ScaleRule {
+    let first = rules.first().map_or(ScaleRule::Multiply, |r| r.1);
+    if rules.iter().all(|r| r.1 == first) {
+        return first;
+    }
+    let mut offset = 0;
+    for &(r, rule) in rules {
+        if rule == ScaleRule::Divide {
+            for s in &mut scales[offset..offset + r] {
+                *s = 1.0 / *s;
+            }
+        }
+        offset += r;
+    }
+    ScaleRule::Multiply
+}
+
+/// The bf16 divisors of a fused matrix's multipliers, when every part may
+/// carry one and every row has one.
+fn group_divisors(
+    scales: &[f32],
+    precisions: &[(usize, Option<ternarize::StoredAs>)],
+) -> Option<Vec<f32>> {
+    let mut out = Vec::with_capacity(scales.len());
+    let mut offset = 0;
+    for &(r, precision) in precisions {
+        let stored = precision?;
+        let mut last: Option<(f32, f32)> = None;
+        for &s in &scales[offset..offset + r] {
+            let w = match last {
+                Some((prev, w)) if prev == s => w,
+                _ => ternarize::bf16_divisor(s, stored)?,
+            };
+            last = Some((s, w));
+            out.push(w);
+        }
+        offset += r;
+    }
+    Some(out)
+}
+
+/// Decides, for the whole file, how its multiplier scales are applied.
+///
+/// A GGUF's ternary scale always multiplies (`W = s · t`). But a file
+/// converted from a Hugging Face `bitlinear` checkpoint holds `s` = the
+/// rounding (to f32, or to f16 in TQ1_0/TQ2_0 blocks) of `1 / w` for a bf16
+/// `weight_scale` `w`, and the checkpoint computes `acc / (w · s_x)`: using
+/// `w` reproduces it bit for bit (and undoes the f16 rounding). Whether the
+/// scales are such reciprocals is decided once for the file, from all its
+/// matrices: a bf16 reciprocal rounds to a given f16 by chance about one
+/// time in ten, so one tensor's guess says little, while every matrix of a
+/// model matching by chance is out of the question. Any matrix without
+/// divisors (a checkpoint whose scale is the absmean itself, as
+/// `autobitlinear` ones are, or per-block scales of another origin) keeps
+/// the file's multipliers everywhere. Either way the file loads.
+fn choose_divisors(mats: &mut [Packed]) -> Result<()> {
+    if mats.is_empty() || mats.iter().any(|m| m.divisors.is_none()) {
+        return Ok(());
+    }
+    for m in mats {
+        if let Some(divisors) = m.divisors.take() {
+            m.matrix
+                .set_scales(divisors, ScaleRule::Divide)
+                .map_err(|source| Error::Kernel {
+                    tensor: "(row scales)".into(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts Q or K rows stored in llama.cpp's order (rotary pairs `(2i, 2i+1)`
@@ -241,6 +352,94 @@ fn unpermute_rows(values: &mut [i8], scales: &mut [f32], cols: usize, head_dim: 
     }
 }
 
+/// The norms of one block.
+struct LayerNorms {
+    attn: Vec<f32>,
+    attn_sub: Option<Vec<f32>>,
+    ffn: Vec<f32>,
+    ffn_sub: Option<Vec<f32>>,
+    backbone: Option<BackboneNorms>,
+}
+
+/// The extra norms of an embedding backbone's block.
+struct BackboneNorms {
+    qkv: [Vec<f32>; 3],
+    gate_up: [Vec<f32>; 2],
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    post: Option<[Vec<f32>; 2]>,
+}
+
+fn backbone_norms(src: &dyn TensorSource, hp: &HParams, l: usize) -> Result<BackboneNorms> {
+    let d = hp.n_embd;
+    Ok(BackboneNorms {
+        qkv: [
+            vector(src, Role::AttnQNormIn, l, d)?,
+            vector(src, Role::AttnKNormIn, l, d)?,
+            vector(src, Role::AttnVNormIn, l, d)?,
+        ],
+        gate_up: [
+            vector(src, Role::FfnGateNormIn, l, d)?,
+            vector(src, Role::FfnUpNormIn, l, d)?,
+        ],
+        q_norm: vector(src, Role::AttnQNorm, l, hp.head_dim)?,
+        k_norm: vector(src, Role::AttnKNorm, l, hp.head_dim)?,
+        post: if hp.arch.has_post_norms() {
+            Some([
+                vector(src, Role::PostAttnNorm, l, d)?,
+                vector(src, Role::PostFfnNorm, l, d)?,
+            ])
+        } else {
+            None
+        },
+    })
+}
+
+/// The matrices of block `layer`, in the order the assembly takes them:
+/// fused QKV, output, fused gate/up, down; or, where every projection has
+/// its own input norm, Q, K, V, output, gate, up, down.
+fn layer_jobs(hp: &HParams, layer: usize, split: bool, unpermute: Option<usize>) -> Vec<Job> {
+    let d = hp.n_embd;
+    let job = |parts: Vec<(Role, usize)>, cols: usize| Job {
+        layer,
+        unpermute: if parts
+            .iter()
+            .any(|p| matches!(p.0, Role::AttnQ | Role::AttnK))
+        {
+            unpermute
+        } else {
+            None
+        },
+        parts,
+        cols,
+    };
+    if split {
+        vec![
+            job(vec![(Role::AttnQ, hp.q_dim())], d),
+            job(vec![(Role::AttnK, hp.kv_dim())], d),
+            job(vec![(Role::AttnV, hp.kv_dim())], d),
+            job(vec![(Role::AttnOut, d)], hp.q_dim()),
+            job(vec![(Role::FfnGate, hp.n_ff)], d),
+            job(vec![(Role::FfnUp, hp.n_ff)], d),
+            job(vec![(Role::FfnDown, d)], hp.n_ff),
+        ]
+    } else {
+        vec![
+            job(
+                vec![
+                    (Role::AttnQ, hp.q_dim()),
+                    (Role::AttnK, hp.kv_dim()),
+                    (Role::AttnV, hp.kv_dim()),
+                ],
+                d,
+            ),
+            job(vec![(Role::AttnOut, d)], hp.q_dim()),
+            job(vec![(Role::FfnGate, hp.n_ff), (Role::FfnUp, hp.n_ff)], d),
+            job(vec![(Role::FfnDown, d)], hp.n_ff),
+        ]
+    }
+}
+
 /// Loads and checks every tensor the architecture needs.
 pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     let d = hp.n_embd;
@@ -260,50 +459,26 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     let sub_norms = hp.arch.has_sub_norms();
     let mut norms = Vec::with_capacity(hp.n_layer);
     for l in 0..hp.n_layer {
-        norms.push((
-            vector(src, Role::AttnNorm, l, d)?,
-            sub_norms
+        norms.push(LayerNorms {
+            attn: vector(src, Role::AttnNorm, l, d)?,
+            attn_sub: sub_norms
                 .then(|| vector(src, Role::AttnSubNorm, l, hp.q_dim()))
                 .transpose()?,
-            vector(src, Role::FfnNorm, l, d)?,
-            sub_norms
+            ffn: vector(src, Role::FfnNorm, l, d)?,
+            ffn_sub: sub_norms
                 .then(|| vector(src, Role::FfnSubNorm, l, hp.n_ff))
                 .transpose()?,
-        ));
+            backbone: hp
+                .arch
+                .has_projection_norms()
+                .then(|| backbone_norms(src, hp, l))
+                .transpose()?,
+        });
     }
+    let unpermute = (hp.rope_style == RopeStyle::Interleaved).then_some(hp.head_dim);
+    let split = hp.arch.has_projection_norms();
     let jobs: Vec<Job> = (0..hp.n_layer)
-        .flat_map(|layer| {
-            [
-                Job {
-                    layer,
-                    parts: vec![
-                        (Role::AttnQ, hp.q_dim()),
-                        (Role::AttnK, hp.kv_dim()),
-                        (Role::AttnV, hp.kv_dim()),
-                    ],
-                    cols: d,
-                    unpermute: (hp.rope_style == RopeStyle::Interleaved).then_some(hp.head_dim),
-                },
-                Job {
-                    layer,
-                    parts: vec![(Role::AttnOut, d)],
-                    cols: hp.q_dim(),
-                    unpermute: None,
-                },
-                Job {
-                    layer,
-                    parts: vec![(Role::FfnGate, hp.n_ff), (Role::FfnUp, hp.n_ff)],
-                    cols: d,
-                    unpermute: None,
-                },
-                Job {
-                    layer,
-                    parts: vec![(Role::FfnDown, d)],
-                    cols: hp.n_ff,
-                    unpermute: None,
-                },
-            ]
-        })
+        .flat_map(|layer| layer_jobs(hp, layer, split, unpermute))
         .collect();
     for job in &jobs {
         for &(role, rows) in &job.parts {
@@ -332,21 +507,42 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
         .par_iter()
         .with_max_len(1)
         .map(|job| build_matrix(src, job, &buffers))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter();
+        .collect::<Result<Vec<_>>>()?;
+    choose_divisors(&mut mats)?;
+    let mut mats = mats.into_iter().map(|p| p.matrix);
     let mut layers = Vec::with_capacity(hp.n_layer);
-    for (attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm) in norms {
-        let mut next = || mats.next().expect("four matrices per layer");
-        let (qkv, wo, gate_up, down) = (next(), next(), next(), next());
+    for n in norms {
+        let mut next = || mats.next().expect("every job built a matrix");
+        let (qkv, k, v, wo, gate_up, up, down) = if split {
+            let (q, k, v, o, g, u, dn) = (next(), next(), next(), next(), next(), next(), next());
+            (q, Some(k), Some(v), o, g, Some(u), dn)
+        } else {
+            let (qkv, wo, gate_up, down) = (next(), next(), next(), next());
+            (qkv, None, None, wo, gate_up, None, down)
+        };
+        let backbone = match (n.backbone, k, v, up) {
+            (Some(b), Some(k), Some(v), Some(up)) => Some(Box::new(BackboneWeights {
+                qkv_norms: b.qkv,
+                k,
+                v,
+                gate_up_norms: b.gate_up,
+                up,
+                q_norm: b.q_norm,
+                k_norm: b.k_norm,
+                post_norms: b.post,
+            })),
+            _ => None,
+        };
         layers.push(LayerWeights {
-            attn_norm,
+            attn_norm: n.attn,
             qkv,
-            attn_sub_norm,
+            attn_sub_norm: n.attn_sub,
             wo,
-            ffn_norm,
+            ffn_norm: n.ffn,
             gate_up,
-            ffn_sub_norm,
+            ffn_sub_norm: n.ffn_sub,
             down,
+            backbone,
         });
     }
     let rope_freq_factors = src.rope_freq_factors()?;
@@ -367,4 +563,81 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
         rope_freq_factors,
         layers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ternarize::{StoredAs, bf16_divisor};
+    use super::*;
+
+    fn packed(scales: &[f32], precision: Option<StoredAs>) -> Packed {
+        let rows = scales.len();
+        let matrix = TernaryMatrix::pack(
+            rows,
+            4,
+            &vec![1; rows * 4],
+            scales.to_vec(),
+            ScaleRule::Multiply,
+        )
+        .unwrap();
+        let divisors = group_divisors(scales, &[(rows, precision)]);
+        Packed { matrix, divisors }
+    }
+
+    /// f16 block scales of an `autobitlinear` checkpoint (the absmean
+    /// itself): some happen to be the f16 rounding of a bf16 reciprocal.
+    #[test]
+    fn one_tensor_matching_by_chance_changes_nothing() {
+        let lucky = (1..2000)
+            .map(|i| half::f16::from_f32(0.02 + i as f32 * 3.5e-5).to_f32())
+            .find(|&s| bf16_divisor(s, StoredAs::F16).is_some())
+            .unwrap();
+        let unlucky = (1..2000)
+            .map(|i| half::f16::from_f32(0.02 + i as f32 * 3.5e-5).to_f32())
+            .find(|&s| bf16_divisor(s, StoredAs::F16).is_none())
+            .unwrap();
+        let mut mats = vec![
+            packed(&[lucky; 3], Some(StoredAs::F16)),
+            packed(&[unlucky; 2], Some(StoredAs::F16)),
+        ];
+        choose_divisors(&mut mats).unwrap();
+        assert_eq!(mats[0].matrix.rule(), ScaleRule::Multiply);
+        assert_eq!(mats[0].matrix.scales(), &[lucky; 3]);
+        assert_eq!(mats[1].matrix.scales(), &[unlucky; 2]);
+    }
+
+    #[test]
+    fn a_file_of_bf16_reciprocals_gets_its_divisors_back() {
+        let w = [11.8125f32, 2.5];
+        let mut mats = vec![
+            packed(&[1.0 / w[0]; 2], Some(StoredAs::F32)),
+            packed(
+                &[half::f16::from_f32(1.0 / w[1]).to_f32(); 2],
+                Some(StoredAs::F16),
+            ),
+        ];
+        choose_divisors(&mut mats).unwrap();
+        for (m, w) in mats.iter().zip(w) {
+            assert_eq!(m.matrix.rule(), ScaleRule::Divide);
+            assert_eq!(m.matrix.scales(), &[w; 2]);
+        }
+        // A source that does not allow it (no precision) keeps multipliers.
+        let mut mats = vec![packed(&[1.0 / w[0]; 2], None)];
+        choose_divisors(&mut mats).unwrap();
+        assert_eq!(mats[0].matrix.rule(), ScaleRule::Multiply);
+    }
+
+    #[test]
+    fn fused_parts_with_different_rules_become_multipliers() {
+        let mut scales = vec![4.0, 4.0, 0.5, 0.25];
+        let rule = unify_rules(
+            &mut scales,
+            &[(2, ScaleRule::Divide), (2, ScaleRule::Multiply)],
+        );
+        assert_eq!(rule, ScaleRule::Multiply);
+        assert_eq!(scales, [0.25, 0.25, 0.5, 0.25]);
+        let mut same = vec![4.0, 2.0];
+        let rule = unify_rules(&mut same, &[(1, ScaleRule::Divide), (1, ScaleRule::Divide)]);
+        assert_eq!((rule, same), (ScaleRule::Divide, vec![4.0, 2.0]));
+    }
 }

@@ -95,28 +95,6 @@ pub(crate) fn bf16_divisor(s: f32, stored: StoredAs) -> Option<f32> {
         })
 }
 
-/// Rewrites per-row multipliers as the bf16 divisors they came from when
-/// every row has one (see [`bf16_divisor`]); otherwise leaves them.
-pub(crate) fn prefer_divisors(scales: &mut [f32], rule: &mut ScaleRule, stored: StoredAs) {
-    if *rule != ScaleRule::Multiply {
-        return;
-    }
-    let mut divisors = Vec::with_capacity(scales.len());
-    for &s in scales.iter() {
-        match divisors.last() {
-            Some(&(prev, w)) if prev == s => divisors.push((s, w)),
-            _ => match bf16_divisor(s, stored) {
-                Some(w) => divisors.push((s, w)),
-                None => return,
-            },
-        }
-    }
-    for (dst, (_, w)) in scales.iter_mut().zip(divisors) {
-        *dst = w;
-    }
-    *rule = ScaleRule::Divide;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,16 +122,9 @@ mod tests {
             let d = half::f16::from_f32(s).to_f32();
             assert_eq!(bf16_divisor(d, StoredAs::F16), Some(w), "{w} via f16");
         }
-        // Not the reciprocal of any bf16 number: left alone.
+        // Not the reciprocal of any bf16 number.
         let s = 1.0f32 / 1.234_567;
         assert_eq!(bf16_divisor(s, StoredAs::F32), None);
-        let mut scales = vec![s; 3];
-        let mut rule = ScaleRule::Multiply;
-        prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
-        assert_eq!((scales[0], rule), (s, ScaleRule::Multiply));
-        let mut scales = vec![1.0f32 / 11.8125; 3];
-        prefer_divisors(&mut scales, &mut rule, StoredAs::F32);
-        assert_eq!((scales, rule), (vec![11.8125; 3], ScaleRule::Divide));
     }
 
     #[test]
