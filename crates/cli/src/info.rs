@@ -45,6 +45,7 @@ fn print_hparams(arch: &str, hp: &bitnet_model::HParams) {
     let act = match hp.ffn_act {
         FfnAct::Relu2 => "relu²",
         FfnAct::Silu => "silu",
+        FfnAct::GeluTanh => "gelu (tanh)",
     };
     let rope = match hp.rope_style {
         RopeStyle::Neox => "neox",
