@@ -307,6 +307,32 @@ class BitNetModel:
             raise ValueError(f"text must be a string, not {type(text).__name__}")
         return self._native.perplexity(text, _int_or_none("n_ctx", n_ctx, 2))
 
+    def embed(self, texts: Union[str, Sequence[str]]) -> "Any":
+        """Embeddings of ``texts`` from a BitNet embedding model
+        (bitnet-embedding-0.6b, -270m): L2-normalised vectors as a
+        ``numpy.float32`` array ``[len(texts), dim]``, or ``[dim]`` for one
+        string. Texts are batched together in the forward passes.
+
+        Raises:
+            ValueError: the model is a language model (it has no embedding
+                pooling), or a text is empty.
+            bitnet.ContextLengthError: a text is longer than the context.
+        """
+        single = isinstance(texts, str)
+        batch = [texts] if single else list(texts)
+        if not all(isinstance(t, str) for t in batch):
+            raise ValueError("texts must be a string or a list of strings")
+        if not self._native.is_embedding:
+            raise ValueError(f"{self.name} is a language model, not an embedding model; use generate()")
+        vectors = self._native.embed(batch)
+        return vectors[0] if single else vectors
+
+    @property
+    def is_embedding(self) -> bool:
+        """Whether this is an embedding model (:meth:`embed`) rather than a
+        language model (:meth:`generate`)."""
+        return self._native.is_embedding
+
     # -- generation ------------------------------------------------------------
 
     def _prompt_ids(self, prompt: Prompt) -> List[int]:

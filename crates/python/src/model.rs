@@ -355,6 +355,31 @@ impl Model {
         })
     }
 
+    /// L2-normalised embeddings of `texts` (an embedding model's pooled
+    /// last hidden state), as a float32 array `[len(texts), dim]`.
+    fn embed<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+        guard(|| {
+            let n = texts.len();
+            let pending = self
+                .batcher
+                .queue_task(move |engine| {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    engine.embed(&refs)
+                })
+                .map_err(run_error)?;
+            let vectors = wait(py, pending, &|| {})?.map_err(run_error)?;
+            let dim = vectors.first().map_or(0, Vec::len);
+            let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+            Ok(PyArray1::from_vec(py, flat).reshape([n, dim])?.into_any())
+        })
+    }
+
+    /// Whether the model makes embeddings (and not text).
+    #[getter]
+    fn is_embedding(&self) -> bool {
+        self.engine.model().embedding().is_some()
+    }
+
     /// Perplexity of `text` in llama-perplexity's manner, with windows of
     /// `n_ctx` tokens (default: the model's context).
     #[pyo3(signature = (text, n_ctx=None))]
