@@ -181,3 +181,60 @@ fn hostile_templates_end_with_an_error() {
         );
     }
 }
+
+/// The fuel limit leaves real templates room: the demo model's (BitNet
+/// b1.58 2B-4T's) template renders a 500-message conversation.
+#[test]
+fn long_conversations_render_within_the_fuel() {
+    use bitnet_tokenizer::{ChatMessage, ChatTemplate};
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/demo-bitnet/tokenizer_config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let source = config["chat_template"].as_str().unwrap();
+    let template = ChatTemplate::new(source, "<|begin_of_text|>", "<|eot_id|>").unwrap();
+    let mut messages = vec![ChatMessage::new("system", "Be brief.")];
+    for i in 0..500 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(ChatMessage::new(
+            role,
+            format!("message number {i} with some words in it"),
+        ));
+    }
+    let text = template.render(&messages, true).unwrap();
+    assert!(text.contains("message number 499"));
+}
+
+/// Every template that ever made the chat_template fuzz target fail
+/// (fuzz/regressions) renders or fails within a second.
+#[test]
+fn fuzz_regressions_end_quickly() {
+    use bitnet_tokenizer::{ChatMessage, ChatTemplate};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/chat_template");
+    let messages = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hi"),
+    ];
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        let t0 = std::time::Instant::now();
+        if let Ok(template) = ChatTemplate::new(&source, "<s>", "</s>") {
+            let _ = template.render(&messages, true);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "{}: {:?}",
+            path.display(),
+            t0.elapsed()
+        );
+        n += 1;
+    }
+    assert!(n >= 1);
+}

@@ -29,6 +29,11 @@ fn scratch(name: &str) -> PathBuf {
 fn malformed_tokenizer_json_names_the_file() {
     let err = Tokenizer::from_hf_json(b"{\"model\": 42", None).unwrap_err();
     assert!(
+        matches!(&err, Error::Json { file, .. } if file == "tokenizer.json"),
+        "{err:?}"
+    );
+    let err = Tokenizer::from_hf_json(b"{\"model\": 42}", None).unwrap_err();
+    assert!(
         matches!(&err, Error::Hf { file, .. } if file == "tokenizer.json"),
         "{err:?}"
     );
@@ -39,7 +44,7 @@ fn malformed_tokenizer_json_names_the_file() {
     let err = Tokenizer::from_hf_dir(&dir).unwrap_err();
     let path = dir.join("tokenizer.json").display().to_string();
     assert!(
-        matches!(&err, Error::Hf { file, .. } if *file == path),
+        matches!(&err, Error::Json { file, .. } if *file == path),
         "{err:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
