@@ -28,7 +28,9 @@ pub struct ServeArgs {
     /// answers 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
-    /// The model name clients use (default: derived from -m).
+    /// The model name /v1/models shows and responses carry when a request
+    /// names none (default: derived from -m). Requests may use any model
+    /// name: the loaded model answers to all of them, as with llama-server.
     #[arg(long)]
     pub alias: Option<String>,
     /// Largest accepted request body, in bytes.

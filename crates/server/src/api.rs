@@ -5,6 +5,7 @@ use bitnet_engine::{GenerationParams, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::describe;
 use crate::error::ApiError;
 
 /// Parses a body into a JSON object.
@@ -23,17 +24,11 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// Reads a typed view of a JSON object, naming the offending field on error.
+/// Reads a typed view of a JSON object; an error names the field and the
+/// expected type in OpenAI's words (module `describe`).
 pub fn from_value<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = format!("Invalid value for `{path}`: {}", e.inner());
-        let mut err = ApiError::invalid(message).with_code("invalid_type");
-        if path != "." {
-            err = err.with_param(&path);
-        }
-        err
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| describe::deserialize_error(e.path(), &e.inner().to_string(), value))
 }
 
 /// `stop`: one string or a list.
@@ -111,10 +106,7 @@ impl Common {
             (None, None) => return Ok(None),
         };
         if value < 1 {
-            return Err(ApiError::invalid_param(
-                name,
-                format!("`{name}` must be at least 1, got {value}."),
-            ));
+            return Err(describe::below_min(name, true, 1, value));
         }
         Ok(Some(usize::try_from(value).unwrap_or(usize::MAX)))
     }
@@ -175,10 +167,9 @@ impl Common {
     ) -> Result<GenerationParams, ApiError> {
         let range = |name: &str, v: Option<f32>, lo: f32, hi: f32| -> Result<(), ApiError> {
             match v {
-                Some(x) if !(lo..=hi).contains(&x) => Err(ApiError::invalid_param(
-                    name,
-                    format!("`{name}` must be between {lo} and {hi}, got {x}."),
-                )),
+                Some(x) if x < lo => Err(describe::below_min(name, false, lo, x)),
+                Some(x) if x > hi => Err(describe::above_max(name, false, hi, x)),
+                // NaN cannot come from JSON; anything else is in range.
                 _ => Ok(()),
             }
         };
@@ -197,8 +188,11 @@ impl Common {
                 _ => {
                     return Err(ApiError::invalid_param(
                         "seed",
-                        "`seed` must be an integer.",
-                    ));
+                        format!(
+                            "Invalid type for 'seed': expected an integer, but got a decimal number ({n}) instead."
+                        ),
+                    )
+                    .with_code("invalid_type"));
                 }
             },
         };

@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod describe;
 mod error;
 mod jobs;
 mod metrics;
@@ -66,7 +67,9 @@ pub struct ServerConfig {
     pub host: String,
     /// Port (0 = any free port; see [`Server::local_addr`]).
     pub port: u16,
-    /// The model name clients must use (`/v1/models` lists it).
+    /// The model's name: `/v1/models` lists it and responses show it when
+    /// a request names no model. Requests may name any model (as with
+    /// llama-server, the one loaded model answers to every name).
     pub model_name: String,
     /// Sequences decoded together (slots, each with its own KV cache).
     pub parallel: usize,

@@ -107,10 +107,14 @@ impl Inner {
         }
     }
 
-    fn check_model(&self, common: &Common) -> Result<(), ApiError> {
+    /// The `model` a response names. As llama-server does, one loaded model
+    /// answers to any name, so that clients with a fixed model name (such
+    /// as `gpt-3.5-turbo`) work; the response repeats the name asked for,
+    /// else the server's (`--alias`).
+    fn response_model(&self, common: &Common) -> String {
         match &common.model {
-            Some(name) if *name != self.model_name => Err(ApiError::model_not_found(name)),
-            _ => Ok(()),
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => self.model_name.clone(),
         }
     }
 
@@ -260,8 +264,9 @@ fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
     if body.messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
-            "`messages` must contain at least one message.",
-        ));
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+        )
+        .with_code("empty_array"));
     }
     let mut out = Vec::with_capacity(body.messages.len());
     for (i, m) in body.messages.into_iter().enumerate() {
@@ -274,9 +279,10 @@ fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
                 return Err(ApiError::invalid_param(
                     &format!("messages[{i}].role"),
                     format!(
-                        "Unknown role `{other}`: expected system, developer, user, assistant or tool."
+                        "Invalid value: '{other}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'."
                     ),
-                ));
+                )
+                .with_code("invalid_value"));
             }
         };
         let content = match m.content {
@@ -289,11 +295,12 @@ fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
                         ("text", Some(t)) => text.push_str(&t),
                         (kind, _) => {
                             return Err(ApiError::invalid_param(
-                                &format!("messages[{i}].content[{j}]"),
+                                &format!("messages[{i}].content[{j}].type"),
                                 format!(
-                                    "Content parts of type `{kind}` are not supported; send text."
+                                    "Invalid value: '{kind}'. This model reads text only: the supported value is 'text' (with a 'text' field)."
                                 ),
-                            ));
+                            )
+                            .with_code("invalid_value"));
                         }
                     }
                 }
@@ -312,7 +319,6 @@ async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
         let value = s.body(body)?;
         let common: Common = api::from_value(&value)?;
         let chat: ChatBody = api::from_value(&value)?;
-        s.check_model(&common)?;
         common.reject_unsupported()?;
         let messages = chat_messages(chat)?;
         let id = s.next_id();
@@ -329,7 +335,7 @@ async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
         let meta = StreamMeta {
             id: format!("chatcmpl-{id}"),
             created: unix_now(),
-            model: s.model_name.clone(),
+            model: s.response_model(&common),
             include_usage: common.include_usage(),
             kind: StreamKind::Chat,
         };
@@ -376,7 +382,6 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
         let value = s.body(body)?;
         let common: Common = api::from_value(&value)?;
         let body: CompletionBody = api::from_value(&value)?;
-        s.check_model(&common)?;
         common.reject_unsupported()?;
         let input = prompt_input(body.prompt)?;
         let id = s.next_id();
@@ -388,7 +393,7 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
         let meta = StreamMeta {
             id: format!("cmpl-{id}"),
             created: unix_now(),
-            model: s.model_name.clone(),
+            model: s.response_model(&common),
             include_usage: common.include_usage(),
             kind: StreamKind::Text,
         };
@@ -422,7 +427,6 @@ async fn generate(State(s): State<AppState>, body: Result<Bytes, BytesRejection>
         let value = s.body(body)?;
         let common: Common = api::from_value(&value)?;
         let body: CompletionBody = api::from_value(&value)?;
-        s.check_model(&common)?;
         common.reject_unsupported()?;
         if common.stream() {
             return Err(ApiError::invalid_param(

@@ -92,6 +92,12 @@ r = client.chat.completions.create(
 )
 check("sampling fields accepted", r.choices[0].finish_reason in ("stop", "length"), r)
 
+# Any model name is served (as by llama-server) and echoed.
+r = client.chat.completions.create(
+    model="gpt-3.5-turbo", messages=chat_messages, temperature=0, max_tokens=want["chat_max_tokens"]
+)
+check("any model name", r.model == "gpt-3.5-turbo" and r.choices[0].message.content == want["chat_text"], r)
+
 # Errors come back as the client's typed exceptions.
 def raises(name, exc, **kwargs):
     try:
@@ -105,10 +111,15 @@ def raises(name, exc, **kwargs):
     check(name, False, "no exception")
 
 
-raises("unknown model", openai.NotFoundError, model="no-such-model", messages=chat_messages)
 raises("empty messages", openai.BadRequestError, model=model, messages=[])
 raises("n=2", openai.BadRequestError, model=model, messages=chat_messages, n=2)
 raises("max_tokens beyond context", openai.BadRequestError, model=model, messages=chat_messages, max_tokens=10**7)
 raises("bad temperature", openai.BadRequestError, model=model, messages=chat_messages, temperature=7)
+try:
+    client.chat.completions.create(model=model, messages=chat_messages, max_tokens="ten")
+    check("type error message", False, "no exception")
+except openai.BadRequestError as e:
+    check("type error message", e.body.get("message") ==
+          "Invalid type for 'max_tokens': expected an integer, but got a string instead.", e.body)
 
 print(f"{passed} passed, 0 failed")
