@@ -29,6 +29,14 @@
 //! finish for a grace period and then cancels them; every stream still ends
 //! with its final chunk and `data: [DONE]`. A second signal cancels at once.
 //!
+//! **Limits and logs.** A sequence generates at most
+//! [`ServerConfig::n_predict`] tokens (llama-server's `--n-predict`, 1024 by
+//! default), so a request without `max_tokens` cannot hold a slot until the
+//! context is full. Every request leaves one line in the request log
+//! (module `request_log`: method, path, status, tokens, finish, time; text
+//! or JSON), written when the request is truly over — for a stream, when it
+//! ends or its client has gone and the engine has freed the slot.
+//!
 //! **Exposure.** The server listens on loopback unless told otherwise and
 //! sends no CORS headers, so a web page from another origin cannot read its
 //! answers. Request bodies are capped (1 MiB by default, 413 beyond).
@@ -46,6 +54,7 @@ mod describe;
 mod error;
 mod jobs;
 mod metrics;
+mod request_log;
 mod routes;
 mod stream;
 
@@ -59,6 +68,7 @@ use bitnet_engine::Engine;
 use tokio::sync::watch;
 
 pub use error::{ApiError, Error};
+pub use request_log::{LogFormat, LogTarget};
 
 /// How to serve.
 #[derive(Clone, Debug)]
@@ -85,7 +95,20 @@ pub struct ServerConfig {
     /// bytes; compute is on the engine thread and tokenisation on tokio's
     /// blocking pool).
     pub http_threads: usize,
+    /// The most tokens one sequence may generate (llama-server's
+    /// `--n-predict`): the limit of requests that set none, and a cap on
+    /// those that ask for more. `None`: until the context is full.
+    pub n_predict: Option<usize>,
+    /// The request log: one line per request.
+    pub log_format: LogFormat,
+    /// Where the request log goes (stderr by default).
+    pub log_target: LogTarget,
 }
+
+/// [`ServerConfig::n_predict`]'s default: long enough for any ordinary
+/// answer, short enough that a request without `max_tokens` cannot hold a
+/// slot until the context is full.
+pub const DEFAULT_N_PREDICT: usize = 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -99,6 +122,9 @@ impl Default for ServerConfig {
             prefill_chunk: 256,
             shutdown_grace: Duration::from_secs(30),
             http_threads: 1,
+            n_predict: Some(DEFAULT_N_PREDICT),
+            log_format: LogFormat::Text,
+            log_target: LogTarget::stderr(),
         }
     }
 }
@@ -226,7 +252,11 @@ impl Server {
             }),
         };
         let state = routes::AppState::new(engine, scheduler, metrics, handle.clone(), &config);
-        let app = routes::router(state, config.max_body_bytes);
+        let log = request_log::RequestLog {
+            format: config.log_format,
+            target: config.log_target.clone(),
+        };
+        let app = routes::router(state, config.max_body_bytes, log);
         let hard_stop = config.shutdown_grace + Duration::from_secs(5);
         let rt_handle = runtime.handle().clone();
         let http = std::thread::Builder::new()

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use crate::api::{self, ChatBody, Common, CompletionBody, Defaults, Prompt, Usage
 use crate::error::ApiError;
 use crate::jobs::{Event, TokioSink};
 use crate::metrics::{Endpoint, Metrics};
+use crate::request_log::{self, Record, RequestLog};
 use crate::stream::{self, StreamKind, StreamMeta};
 
 /// Everything the handlers share.
@@ -35,6 +36,7 @@ struct Inner {
     model_name: String,
     created: u64,
     n_ctx: usize,
+    n_predict: Option<usize>,
     max_body: usize,
     next_id: AtomicU64,
 }
@@ -56,6 +58,7 @@ impl AppState {
     ) -> AppState {
         AppState(Arc::new(Inner {
             n_ctx: engine.n_ctx(),
+            n_predict: config.n_predict,
             engine,
             scheduler,
             metrics,
@@ -69,7 +72,7 @@ impl AppState {
 }
 
 /// The routes.
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(state: AppState, max_body: usize, log: RequestLog) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
@@ -84,6 +87,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            log,
+            request_log::middleware,
+        ))
         .with_state(state)
 }
 
@@ -175,7 +182,10 @@ impl Inner {
             .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
     }
 
-    /// Fits the token limit to the context.
+    /// Fits the token limit to the context and the server's cap
+    /// (`--n-predict`): a request without a limit gets the endpoint's
+    /// default or the cap, one that asks for more than the cap gets the cap
+    /// (as llama-server does).
     fn limit(
         &self,
         n_prompt: usize,
@@ -196,6 +206,7 @@ impl Inner {
             );
         }
         let room = n_ctx - n_prompt;
+        let cap = self.n_predict.unwrap_or(usize::MAX);
         match requested {
             Some(m) if m > room => too_long(
                 format!(
@@ -204,8 +215,8 @@ impl Inner {
                 ),
                 "max_tokens",
             ),
-            Some(m) => Ok(m),
-            None => Ok(default.unwrap_or(room).min(room)),
+            Some(m) => Ok(m.min(cap)),
+            None => Ok(default.unwrap_or(cap).min(cap).min(room)),
         }
     }
 
@@ -213,6 +224,7 @@ impl Inner {
     /// prompt length.
     async fn start(
         &self,
+        record: &Arc<Record>,
         input: Input,
         mut params: GenerationParams,
         requested: Option<usize>,
@@ -222,12 +234,16 @@ impl Inner {
         let permit = self.admit()?;
         let prompt = self.tokenize(input).await?;
         params.max_tokens = self.limit(prompt.len(), requested, default_max, param)?;
+        record.prompt(prompt.len());
         let (tx, rx) = mpsc::unbounded_channel();
         self.scheduler
             .submit(Job {
                 prompt,
                 params,
-                sink: Box::new(TokioSink(tx)),
+                sink: Box::new(TokioSink {
+                    tx,
+                    record: Arc::clone(record),
+                }),
                 permit,
             })
             .map_err(|e| match e {
@@ -312,7 +328,11 @@ fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
     Ok(out)
 }
 
-async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let s = &*s.0;
     s.metrics.request(Endpoint::Chat);
     let result = async {
@@ -325,6 +345,7 @@ async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
         let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
         let rx = s
             .start(
+                &record,
                 Input::Chat(messages),
                 params,
                 common.max_tokens()?,
@@ -340,7 +361,8 @@ async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
             kind: StreamKind::Chat,
         };
         if common.stream() {
-            return Ok(stream::sse(rx, meta));
+            record.streamed();
+            return Ok(stream::sse(rx, meta, Arc::clone(&record)));
         }
         let (text, reason, usage) = collect(rx).await?;
         Ok(axum::Json(api::ChatCompletion {
@@ -375,7 +397,11 @@ fn prompt_input(prompt: Prompt) -> Result<Input, ApiError> {
     })
 }
 
-async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let s = &*s.0;
     s.metrics.request(Endpoint::Completions);
     let result = async {
@@ -388,7 +414,14 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
         let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
         // OpenAI's default for this endpoint.
         let rx = s
-            .start(input, params, common.max_tokens()?, Some(16), "prompt")
+            .start(
+                &record,
+                input,
+                params,
+                common.max_tokens()?,
+                Some(16),
+                "prompt",
+            )
             .await?;
         let meta = StreamMeta {
             id: format!("cmpl-{id}"),
@@ -398,7 +431,8 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
             kind: StreamKind::Text,
         };
         if common.stream() {
-            return Ok(stream::sse(rx, meta));
+            record.streamed();
+            return Ok(stream::sse(rx, meta, Arc::clone(&record)));
         }
         let (text, reason, usage) = collect(rx).await?;
         Ok(axum::Json(api::TextCompletion {
@@ -420,7 +454,11 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
 }
 
 /// The simple API: greedy unless asked otherwise, 128 tokens by default.
-async fn generate(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn generate(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let s = &*s.0;
     s.metrics.request(Endpoint::Generate);
     let result = async {
@@ -438,7 +476,14 @@ async fn generate(State(s): State<AppState>, body: Result<Bytes, BytesRejection>
         let id = s.next_id();
         let params = common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?;
         let rx = s
-            .start(input, params, common.max_tokens()?, Some(128), "prompt")
+            .start(
+                &record,
+                input,
+                params,
+                common.max_tokens()?,
+                Some(128),
+                "prompt",
+            )
             .await?;
         let (text, reason, usage) = collect(rx).await?;
         Ok(axum::Json(api::Generated {

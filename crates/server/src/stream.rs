@@ -6,6 +6,7 @@
 //! closed channel at its next step and frees the slot.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use crate::api::{ChatChunk, ChunkChoice, Delta, TextChoice, TextCompletion, Usage};
 use crate::error::ApiError;
 use crate::jobs::Event;
+use crate::request_log::Record;
 
 /// Which chunk format.
 #[derive(Clone, Copy)]
@@ -128,17 +130,19 @@ enum Phase {
 }
 
 /// The SSE response for a request's events.
-pub fn sse(rx: UnboundedReceiver<Event>, meta: StreamMeta) -> Response {
+pub fn sse(rx: UnboundedReceiver<Event>, meta: StreamMeta, record: Arc<Record>) -> Response {
+    // The stream holds the request's log record: the line is written when
+    // the stream ends or the client goes away.
     let events = stream::unfold(
-        (rx, meta, Phase::Start),
-        |(mut rx, meta, phase)| async move {
+        (rx, meta, Phase::Start, record),
+        |(mut rx, meta, phase, record)| async move {
             let mut out = match phase {
                 Phase::Start => {
                     let first = match meta.kind {
                         StreamKind::Chat => vec![meta.chunk(true, Some(String::new()), None)],
                         StreamKind::Text => Vec::new(),
                     };
-                    return Some((first, (rx, meta, Phase::Body)));
+                    return Some((first, (rx, meta, Phase::Body, record)));
                 }
                 Phase::Over => return None,
                 Phase::Body => {
@@ -176,7 +180,7 @@ pub fn sse(rx: UnboundedReceiver<Event>, meta: StreamMeta) -> Response {
                         out.push(meta.chunk(false, Some(text), None));
                     }
                     match end {
-                        None => return Some((out, (rx, meta, Phase::Body))),
+                        None => return Some((out, (rx, meta, Phase::Body, record))),
                         Some(Closing::Done(finish, usage)) => {
                             out.push(meta.chunk(false, None, Some(finish)));
                             if meta.include_usage {
@@ -189,7 +193,7 @@ pub fn sse(rx: UnboundedReceiver<Event>, meta: StreamMeta) -> Response {
                 }
             };
             out.push(done());
-            Some((out, (rx, meta, Phase::Over)))
+            Some((out, (rx, meta, Phase::Over, record)))
         },
     )
     .flat_map(|events| stream::iter(events.into_iter().map(Ok::<_, Infallible>)));

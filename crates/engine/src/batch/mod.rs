@@ -48,7 +48,9 @@
 //!
 //! **Cancellation.** Every step the engine asks each sink whether its
 //! receiver is gone; such a sequence is dropped at once and its slot is
-//! free for the next job.
+//! free for the next job. The sink still gets an [`Event::Done`] with
+//! [`StopReason::Cancelled`] and the tokens generated, for accounts kept
+//! beside the receiver (the server's request log).
 //!
 //! **Exclusive work.** [`Batcher::run`] runs a closure on the engine thread
 //! between two steps (whole-sequence logits, perplexity), so everything

@@ -154,11 +154,13 @@ impl Scheduler {
         }
     }
 
-    /// Frees the slots (and queue places) of receivers that went away.
+    /// Frees the slots (and queue places) of receivers that went away. The
+    /// sink still gets its `Done` with [`StopReason::Cancelled`] and the
+    /// tokens generated, for whoever keeps accounts beside the receiver.
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
             if self.slots[i].as_ref().is_some_and(|r| r.sink.is_closed()) {
-                self.release(i, true);
+                self.finish(i, StopReason::Cancelled);
             }
         }
         self.waiting.retain(|w| !w.job.sink.is_closed());
@@ -319,7 +321,7 @@ impl Scheduler {
         };
         let now = Instant::now();
         let mut generated = 0;
-        let mut ended: Vec<(usize, Option<StopReason>)> = Vec::new();
+        let mut ended: Vec<(usize, StopReason)> = Vec::new();
         for (row, &i) in logits.chunks_exact(self.n_vocab).zip(&owners) {
             let room = self.caches[i].len() < self.n_ctx;
             let Some(r) = self.slots[i].as_mut() else {
@@ -329,26 +331,21 @@ impl Scheduler {
             let step = r.state.step(row, room);
             generated += usize::from(step.token.is_some());
             if !step.text.is_empty() && !r.sink.send(Event::Text(step.text)) {
-                ended.push((i, None));
+                ended.push((i, StopReason::Cancelled));
                 continue;
             }
             r.pending = step.token;
             match step.finished {
-                Some(reason) => ended.push((i, Some(reason))),
+                Some(reason) => ended.push((i, reason)),
                 // An unfinished step always has a token; without one the
                 // sequence cannot go on.
-                None if step.token.is_none() => ended.push((i, Some(StopReason::Cancelled))),
+                None if step.token.is_none() => ended.push((i, StopReason::Cancelled)),
                 None => {}
             }
         }
         self.observer.step(batch.len() - decoding, generated);
         for (i, reason) in ended {
-            match reason {
-                Some(reason) => self.finish(i, reason),
-                None => {
-                    self.release(i, true);
-                }
-            }
+            self.finish(i, reason);
         }
     }
 }
