@@ -22,6 +22,7 @@ pub mod builtin;
 pub mod convert;
 mod engine;
 mod error;
+mod logprobs;
 pub mod memory;
 pub mod resolve;
 mod sequence;
@@ -32,8 +33,9 @@ pub use engine::{
     gguf_vocab, load_model, negative_log_likelihood,
 };
 pub use error::{Error, Result};
+pub use logprobs::{TokenLogprobs, token_logprobs};
 pub use resolve::{ModelLocation, Resolved};
-pub use sequence::{GenerationParams, SequenceState, Step, StopReason};
+pub use sequence::{GenerationParams, SequenceOptions, SequenceState, Step, StopReason};
 pub use stop::StopMatcher;
 
 pub use bitnet_model::{KvType, Model};

@@ -5,6 +5,7 @@
 use bitnet_sampling::{Sampler, SamplerConfig};
 use bitnet_tokenizer::{StreamDecoder, Tokenizer};
 
+use crate::logprobs::{TokenLogprobs, token_logprobs};
 use crate::stop::StopMatcher;
 
 /// Why generation ended.
@@ -57,8 +58,17 @@ impl Default for GenerationParams {
     }
 }
 
+/// What a sequence reports and obeys besides [`GenerationParams`].
+#[derive(Clone, Debug, Default)]
+pub struct SequenceOptions {
+    /// Report each generated token's log-probability and this many most
+    /// likely alternatives ([`Step::logprobs`]; module `logprobs` says
+    /// which probabilities these are). `None`: nothing.
+    pub logprobs: Option<usize>,
+}
+
 /// The result of one step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     /// The token sampled, if it belongs to the output (end tokens do not).
     pub token: Option<u32>,
@@ -66,11 +76,15 @@ pub struct Step {
     pub text: String,
     /// Set when the sequence is done.
     pub finished: Option<StopReason>,
+    /// The token's log-probabilities, when [`SequenceOptions::logprobs`]
+    /// asks for them and the step produced an output token.
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// Sampling, detokenisation and stop state of one sequence.
 pub struct SequenceState {
     params: GenerationParams,
+    options: SequenceOptions,
     sampler: Sampler,
     decoder: StreamDecoder<'static>,
     stops: StopMatcher,
@@ -84,7 +98,18 @@ pub struct SequenceState {
 impl SequenceState {
     /// State for a sequence whose prompt is `prompt`.
     pub fn new(tokenizer: &Tokenizer, prompt: &[u32], params: GenerationParams) -> SequenceState {
+        SequenceState::with_options(tokenizer, prompt, params, SequenceOptions::default())
+    }
+
+    /// [`SequenceState::new`] with [`SequenceOptions`].
+    pub fn with_options(
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        params: GenerationParams,
+        options: SequenceOptions,
+    ) -> SequenceState {
         SequenceState {
+            options,
             sampler: Sampler::new(params.sampler.clone()),
             decoder: StreamDecoder::new(tokenizer, true),
             stops: StopMatcher::new(&params.stop),
@@ -106,33 +131,48 @@ impl SequenceState {
                 token: None,
                 text: String::new(),
                 finished: Some(reason),
+                logprobs: None,
             };
         }
         let token = self.sampler.sample(logits, &self.history);
         if !self.params.ignore_eos && self.tokenizer.stop_ids().contains(&token) {
             let text = self.flush();
-            return self.finish(None, text, StopReason::Eos);
+            return self.finish(None, text, StopReason::Eos, None);
         }
+        let logprobs = self
+            .options
+            .logprobs
+            .map(|n| token_logprobs(logits, token, n));
         self.history.push(token);
         self.generated.push(token);
         let piece = self.decoder.push(token).unwrap_or_default();
         let (mut text, hit) = self.stops.push(&piece);
-        if hit {
-            return self.finish(Some(token), text, StopReason::StopString);
-        }
-        if self.generated.len() >= self.params.max_tokens {
-            text.push_str(&self.flush());
-            return self.finish(Some(token), text, StopReason::MaxTokens);
-        }
-        if !room {
-            text.push_str(&self.flush());
-            return self.finish(Some(token), text, StopReason::ContextFull);
-        }
-        self.text.push_str(&text);
-        Step {
-            token: Some(token),
-            text,
-            finished: None,
+        let reason = if hit {
+            Some(StopReason::StopString)
+        } else if self.generated.len() >= self.params.max_tokens {
+            Some(StopReason::MaxTokens)
+        } else if !room {
+            Some(StopReason::ContextFull)
+        } else {
+            None
+        };
+        match reason {
+            Some(StopReason::StopString) => {
+                self.finish(Some(token), text, StopReason::StopString, logprobs)
+            }
+            Some(reason) => {
+                text.push_str(&self.flush());
+                self.finish(Some(token), text, reason, logprobs)
+            }
+            None => {
+                self.text.push_str(&text);
+                Step {
+                    token: Some(token),
+                    text,
+                    finished: None,
+                    logprobs,
+                }
+            }
         }
     }
 
@@ -145,13 +185,20 @@ impl SequenceState {
         text
     }
 
-    fn finish(&mut self, token: Option<u32>, text: String, reason: StopReason) -> Step {
+    fn finish(
+        &mut self,
+        token: Option<u32>,
+        text: String,
+        reason: StopReason,
+        logprobs: Option<TokenLogprobs>,
+    ) -> Step {
         self.text.push_str(&text);
         self.finished = Some(reason);
         Step {
             token,
             text,
             finished: Some(reason),
+            logprobs,
         }
     }
 

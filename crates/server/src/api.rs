@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::describe;
 use crate::error::ApiError;
+use crate::logprobs::{ChatLogprobs, TextLogprobs};
 
 /// Parses a body into a JSON object.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -78,6 +79,53 @@ pub struct Common {
     pub response_format: Option<Value>,
 }
 
+/// The most choices a request may ask for (OpenAI's limit).
+pub const MAX_N: usize = 128;
+/// The most alternatives a chat token's log-probability comes with.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// The most alternatives a completion token's log-probability comes with.
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
+
+/// Which OpenAI endpoint a request came to (their fields differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+}
+
+fn wrong_type(name: &str, expected: &str, got: &Value) -> ApiError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a decimal number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ApiError::invalid_param(
+        name,
+        format!("Invalid type for '{name}': expected {expected}, but got {got} instead."),
+    )
+    .with_code("invalid_type")
+}
+
+/// An integer field within `lo..=hi`.
+fn int_in(name: &str, v: &Value, lo: usize, hi: usize) -> Result<usize, ApiError> {
+    let Some(i) = v.as_i64() else {
+        return Err(wrong_type(name, "an integer", v));
+    };
+    if i < lo as i64 {
+        return Err(describe::below_min(name, true, lo, i));
+    }
+    if i > hi as i64 {
+        return Err(describe::above_max(name, true, hi, i));
+    }
+    Ok(i as usize)
+}
+
 /// Sampling defaults of an endpoint.
 pub struct Defaults {
     /// Temperature when the request has none.
@@ -111,6 +159,59 @@ impl Common {
         Ok(Some(usize::try_from(value).unwrap_or(usize::MAX)))
     }
 
+    /// How many choices to generate (`n`, 1 to 128 as OpenAI allows).
+    pub fn n(&self) -> Result<usize, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if n < 1 => Err(describe::below_min("n", true, 1, n)),
+            Some(n) if n > MAX_N as i64 => Err(describe::above_max("n", true, MAX_N, n)),
+            Some(n) => Ok(n as usize),
+        }
+    }
+
+    /// How many alternatives each token's log-probability comes with, or
+    /// `None` when no log-probabilities are asked for. Chat takes
+    /// `logprobs: true` and `top_logprobs` (0 to 20); completions take
+    /// `logprobs` as that number (0 to 5).
+    pub fn logprobs(&self, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+        let given = |v: &Option<Value>| !matches!(v, None | Some(Value::Null));
+        match endpoint {
+            Endpoint::Chat => {
+                let on = match &self.logprobs {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => return Err(wrong_type("logprobs", "a boolean", v)),
+                };
+                let top = match &self.top_logprobs {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(int_in("top_logprobs", v, 0, MAX_TOP_LOGPROBS)?),
+                };
+                match (on, top) {
+                    (false, Some(_)) => Err(ApiError::invalid_param(
+                        "top_logprobs",
+                        "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is given.",
+                    )
+                    .with_code("invalid_value")),
+                    (false, None) => Ok(None),
+                    (true, top) => Ok(Some(top.unwrap_or(0))),
+                }
+            }
+            Endpoint::Completions => {
+                if given(&self.top_logprobs) {
+                    return Err(ApiError::invalid_param(
+                        "top_logprobs",
+                        "Unrecognized request argument: 'top_logprobs' (completions take the number of alternatives in 'logprobs').",
+                    )
+                    .with_code("invalid_value"));
+                }
+                match &self.logprobs {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => Ok(Some(int_in("logprobs", v, 0, MAX_COMPLETION_LOGPROBS)?)),
+                }
+            }
+        }
+    }
+
     /// Rejects what we do not implement, so a client is never silently given
     /// something other than it asked for.
     pub fn reject_unsupported(&self) -> Result<(), ApiError> {
@@ -120,23 +221,10 @@ impl Common {
                 format!("{what} is not supported by this server."),
             ))
         };
-        if let Some(n) = self.n
-            && n != 1
-        {
-            return unsupported("n", &format!("n={n} (only n=1)"));
-        }
         if let Some(b) = self.best_of
             && b != 1
         {
             return unsupported("best_of", &format!("best_of={b} (only 1)"));
-        }
-        let truthy = |v: &Option<Value>| match v {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-            Some(_) => true,
-        };
-        if truthy(&self.logprobs) || truthy(&self.top_logprobs) {
-            return unsupported("logprobs", "logprobs");
         }
         if self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
             return unsupported("logit_bias", "logit_bias");
@@ -315,7 +403,7 @@ pub struct MessageOut {
 pub struct ChatChoice {
     pub index: u32,
     pub message: MessageOut,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: &'static str,
 }
 
@@ -344,7 +432,7 @@ pub struct Delta {
 pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -365,7 +453,7 @@ pub struct ChatChunk<'a> {
 pub struct TextChoice {
     pub text: String,
     pub index: u32,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<TextLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use bitnet_engine::StopReason;
 use bitnet_engine::batch::{self, Failure, Sink};
+use bitnet_engine::{StopReason, TokenLogprobs};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::Usage;
@@ -14,6 +14,8 @@ use crate::request_log::Record;
 /// What the engine tells a request.
 #[derive(Debug)]
 pub enum Event {
+    /// A generated token's log-probabilities (when asked for).
+    Logprobs(TokenLogprobs),
     /// Text that became final.
     Text(String),
     /// The sequence ended.
@@ -41,6 +43,7 @@ impl Sink for TokioSink {
     fn send(&self, event: batch::Event) -> bool {
         let event = match event {
             batch::Event::Text(text) => Event::Text(text),
+            batch::Event::Logprobs(lp) => Event::Logprobs(lp),
             batch::Event::Done(outcome) => {
                 let finish = match outcome.reason {
                     StopReason::Cancelled if self.tx.is_closed() => "disconnected",

@@ -29,6 +29,13 @@
 //! finish for a grace period and then cancels them; every stream still ends
 //! with its final chunk and `data: [DONE]`. A second signal cancels at once.
 //!
+//! **Choices and log-probabilities.** A request with `n > 1` becomes `n`
+//! independent sequences (seeds `seed`, `seed + 1`, ...) batched like any
+//! others; their streamed chunks interleave by `index` and the usage counts
+//! the prompt once. `logprobs` (module `logprobs`) are the log-softmax of
+//! the raw logits, as vLLM reports them by default; the engine computes
+//! them for the sequences that ask.
+//!
 //! **Limits and logs.** A sequence generates at most
 //! [`ServerConfig::n_predict`] tokens (llama-server's `--n-predict`, 1024 by
 //! default), so a request without `max_tokens` cannot hold a slot until the
@@ -53,6 +60,7 @@ mod api;
 mod describe;
 mod error;
 mod jobs;
+mod logprobs;
 mod metrics;
 mod request_log;
 mod routes;

@@ -13,13 +13,14 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bitnet_engine::batch::{Batcher, Job, Permit};
-use bitnet_engine::{ChatMessage, Engine, GenerationParams};
+use bitnet_engine::{ChatMessage, Engine, GenerationParams, SequenceOptions, TokenLogprobs};
 use tokio::sync::mpsc;
 
 use crate::ShutdownHandle;
 use crate::api::{self, ChatBody, Common, CompletionBody, Defaults, Prompt, Usage};
 use crate::error::ApiError;
 use crate::jobs::{Event, TokioSink};
+use crate::logprobs::Formatter;
 use crate::metrics::{Endpoint, Metrics};
 use crate::request_log::{self, Record, RequestLog};
 use crate::stream::{self, StreamKind, StreamMeta};
@@ -37,6 +38,9 @@ struct Inner {
     created: u64,
     n_ctx: usize,
     n_predict: Option<usize>,
+    /// Slots plus queue places: the most sequences one request may start.
+    capacity: usize,
+    formatter: Formatter,
     max_body: usize,
     next_id: AtomicU64,
 }
@@ -59,6 +63,8 @@ impl AppState {
         AppState(Arc::new(Inner {
             n_ctx: engine.n_ctx(),
             n_predict: config.n_predict,
+            capacity: config.parallel.saturating_add(config.queue),
+            formatter: Formatter::new(engine.tokenizer().clone()),
             engine,
             scheduler,
             metrics,
@@ -137,11 +143,25 @@ impl Inner {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ (nanos << 20) ^ self.created
     }
 
-    fn admit(&self) -> Result<Permit, ApiError> {
+    /// Places for `n` sequences, all or none.
+    fn admit(&self, n: usize) -> Result<Vec<Permit>, ApiError> {
         if self.shutdown.is_shutting_down() {
             return Err(ApiError::shutting_down());
         }
-        self.scheduler.admit().map_err(|_| ApiError::overloaded())
+        if n > self.capacity {
+            return Err(ApiError::invalid_param(
+                "n",
+                format!(
+                    "Invalid 'n': this server runs at most {} sequences at once (slots plus queue places), but got {n}.",
+                    self.capacity
+                ),
+            )
+            .with_code("integer_above_max_value"));
+        }
+        (0..n)
+            .map(|_| self.scheduler.admit())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ApiError::overloaded())
     }
 
     /// Renders and tokenises on the blocking pool.
@@ -220,37 +240,50 @@ impl Inner {
         }
     }
 
-    /// Admits, tokenises and submits; returns the event receiver and the
-    /// prompt length.
+    /// Admits, tokenises and submits `job.n` sequences (seeds `seed`,
+    /// `seed + 1`, ...); returns their event receivers, in choice order.
     async fn start(
         &self,
         record: &Arc<Record>,
-        input: Input,
-        mut params: GenerationParams,
-        requested: Option<usize>,
-        default_max: Option<usize>,
-        param: &str,
-    ) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
-        let permit = self.admit()?;
+        job: Generation,
+    ) -> Result<Vec<mpsc::UnboundedReceiver<Event>>, ApiError> {
+        let Generation {
+            input,
+            mut params,
+            options,
+            n,
+            requested,
+            default_max,
+            prompt_param,
+        } = job;
+        let permits = self.admit(n)?;
         let prompt = self.tokenize(input).await?;
-        params.max_tokens = self.limit(prompt.len(), requested, default_max, param)?;
+        params.max_tokens = self.limit(prompt.len(), requested, default_max, prompt_param)?;
         record.prompt(prompt.len());
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.scheduler
-            .submit(Job {
-                prompt,
-                params,
-                sink: Box::new(TokioSink {
-                    tx,
-                    record: Arc::clone(record),
-                }),
-                permit,
-            })
-            .map_err(|e| match e {
-                bitnet_engine::Error::EngineStopped => ApiError::shutting_down(),
-                e => ApiError::internal(e.to_string()),
-            })?;
-        Ok(rx)
+        let seed = params.sampler.seed;
+        let mut receivers = Vec::with_capacity(n);
+        for (i, permit) in permits.into_iter().enumerate() {
+            let mut params = params.clone();
+            params.sampler.seed = seed.wrapping_add(i as u64);
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.scheduler
+                .submit(Job {
+                    prompt: prompt.clone(),
+                    params,
+                    options: options.clone(),
+                    sink: Box::new(TokioSink {
+                        tx,
+                        record: Arc::clone(record),
+                    }),
+                    permit,
+                })
+                .map_err(|e| match e {
+                    bitnet_engine::Error::EngineStopped => ApiError::shutting_down(),
+                    e => ApiError::internal(e.to_string()),
+                })?;
+            receivers.push(rx);
+        }
+        Ok(receivers)
     }
 
     fn fail(&self, e: ApiError) -> Response {
@@ -259,21 +292,62 @@ impl Inner {
     }
 }
 
-/// Gathers a whole answer.
-async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-) -> Result<(String, bitnet_engine::StopReason, Usage), ApiError> {
+/// A generation a handler asks for.
+struct Generation {
+    input: Input,
+    params: GenerationParams,
+    options: SequenceOptions,
+    /// Choices (independent sequences).
+    n: usize,
+    /// `max_tokens`, if given.
+    requested: Option<usize>,
+    /// The endpoint's default limit.
+    default_max: Option<usize>,
+    /// The field a prompt too long for the context is blamed on.
+    prompt_param: &'static str,
+}
+
+/// One whole choice.
+struct Choice {
+    text: String,
+    reason: bitnet_engine::StopReason,
+    logprobs: Vec<TokenLogprobs>,
+}
+
+/// Gathers one sequence's answer.
+async fn collect_one(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(Choice, Usage), ApiError> {
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
+            Event::Logprobs(lp) => logprobs.push(lp),
             Event::Text(t) => text.push_str(&t),
-            Event::Done { reason, usage } => return Ok((text, reason, usage)),
+            Event::Done { reason, usage } => {
+                let choice = Choice {
+                    text,
+                    reason,
+                    logprobs,
+                };
+                return Ok((choice, usage));
+            }
             Event::Error(e) => return Err(e),
         }
     }
     Err(ApiError::internal(
         "the engine stopped before the answer was complete",
     ))
+}
+
+/// Gathers every choice; the usage counts the prompt once.
+async fn collect(
+    receivers: Vec<mpsc::UnboundedReceiver<Event>>,
+) -> Result<(Vec<Choice>, Usage), ApiError> {
+    let answers =
+        futures_util::future::try_join_all(receivers.into_iter().map(collect_one)).await?;
+    let prompt = answers.first().map_or(0, |(_, u)| u.prompt_tokens);
+    let completion = answers.iter().map(|(_, u)| u.completion_tokens).sum();
+    let choices = answers.into_iter().map(|(c, _)| c).collect();
+    Ok((choices, Usage::new(prompt, completion)))
 }
 
 fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
@@ -342,43 +416,49 @@ async fn chat(
         common.reject_unsupported()?;
         let messages = chat_messages(chat)?;
         let id = s.next_id();
-        let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
-        let rx = s
-            .start(
-                &record,
-                Input::Chat(messages),
-                params,
-                common.max_tokens()?,
-                None,
-                "messages",
-            )
-            .await?;
+        let logprobs = common.logprobs(api::Endpoint::Chat)?;
+        let job = Generation {
+            input: Input::Chat(messages),
+            params: common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?,
+            options: SequenceOptions { logprobs },
+            n: common.n()?,
+            requested: common.max_tokens()?,
+            default_max: None,
+            prompt_param: "messages",
+        };
+        let receivers = s.start(&record, job).await?;
         let meta = StreamMeta {
             id: format!("chatcmpl-{id}"),
             created: unix_now(),
             model: s.response_model(&common),
             include_usage: common.include_usage(),
             kind: StreamKind::Chat,
+            logprobs: logprobs.map(|_| s.formatter.clone()),
         };
         if common.stream() {
             record.streamed();
-            return Ok(stream::sse(rx, meta, Arc::clone(&record)));
+            return Ok(stream::sse(receivers, meta, Arc::clone(&record)));
         }
-        let (text, reason, usage) = collect(rx).await?;
+        let (choices, usage) = collect(receivers).await?;
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| api::ChatChoice {
+                index: i as u32,
+                message: api::MessageOut {
+                    role: "assistant",
+                    content: c.text,
+                },
+                logprobs: meta.logprobs.as_ref().map(|f| f.chat(&c.logprobs)),
+                finish_reason: c.reason.finish_reason(),
+            })
+            .collect();
         Ok(axum::Json(api::ChatCompletion {
             id: meta.id,
             object: "chat.completion",
             created: meta.created,
             model: meta.model,
-            choices: vec![api::ChatChoice {
-                index: 0,
-                message: api::MessageOut {
-                    role: "assistant",
-                    content: text,
-                },
-                logprobs: None,
-                finish_reason: reason.finish_reason(),
-            }],
+            choices,
             usage,
         })
         .into_response())
@@ -411,41 +491,47 @@ async fn completions(
         common.reject_unsupported()?;
         let input = prompt_input(body.prompt)?;
         let id = s.next_id();
-        let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
-        // OpenAI's default for this endpoint.
-        let rx = s
-            .start(
-                &record,
-                input,
-                params,
-                common.max_tokens()?,
-                Some(16),
-                "prompt",
-            )
-            .await?;
+        let logprobs = common.logprobs(api::Endpoint::Completions)?;
+        let job = Generation {
+            input,
+            params: common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?,
+            options: SequenceOptions { logprobs },
+            n: common.n()?,
+            requested: common.max_tokens()?,
+            // OpenAI's default for this endpoint.
+            default_max: Some(16),
+            prompt_param: "prompt",
+        };
+        let receivers = s.start(&record, job).await?;
         let meta = StreamMeta {
             id: format!("cmpl-{id}"),
             created: unix_now(),
             model: s.response_model(&common),
             include_usage: common.include_usage(),
             kind: StreamKind::Text,
+            logprobs: logprobs.map(|_| s.formatter.clone()),
         };
         if common.stream() {
             record.streamed();
-            return Ok(stream::sse(rx, meta, Arc::clone(&record)));
+            return Ok(stream::sse(receivers, meta, Arc::clone(&record)));
         }
-        let (text, reason, usage) = collect(rx).await?;
+        let (choices, usage) = collect(receivers).await?;
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| api::TextChoice {
+                logprobs: meta.logprobs.as_ref().map(|f| f.text(&c.logprobs, &mut 0)),
+                text: c.text,
+                index: i as u32,
+                finish_reason: Some(c.reason.finish_reason()),
+            })
+            .collect();
         Ok(axum::Json(api::TextCompletion {
             id: &meta.id,
             object: "text_completion",
             created: meta.created,
             model: &meta.model,
-            choices: vec![api::TextChoice {
-                text,
-                index: 0,
-                logprobs: None,
-                finish_reason: Some(reason.finish_reason()),
-            }],
+            choices,
             usage: Some(Some(usage)),
         })
         .into_response())
@@ -472,24 +558,38 @@ async fn generate(
                 "/generate does not stream; use /v1/completions with \"stream\": true.",
             ));
         }
+        let simple_only = |param: &str| {
+            Err(ApiError::invalid_param(
+                param,
+                format!("/generate gives one plain answer; use /v1/completions for '{param}'."),
+            ))
+        };
+        if common.n.is_some_and(|n| n != 1) {
+            return simple_only("n");
+        }
+        if common.logprobs(api::Endpoint::Completions)?.is_some() {
+            return simple_only("logprobs");
+        }
         let input = prompt_input(body.prompt)?;
         let id = s.next_id();
-        let params = common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?;
-        let rx = s
-            .start(
-                &record,
-                input,
-                params,
-                common.max_tokens()?,
-                Some(128),
-                "prompt",
-            )
-            .await?;
-        let (text, reason, usage) = collect(rx).await?;
+        let job = Generation {
+            input,
+            params: common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?,
+            options: SequenceOptions::default(),
+            n: 1,
+            requested: common.max_tokens()?,
+            default_max: Some(128),
+            prompt_param: "prompt",
+        };
+        let receivers = s.start(&record, job).await?;
+        let (mut choices, usage) = collect(receivers).await?;
+        let choice = choices
+            .pop()
+            .ok_or_else(|| ApiError::internal("no answer"))?;
         Ok(axum::Json(api::Generated {
-            text,
-            finish_reason: reason.finish_reason(),
-            stop_reason: reason,
+            text: choice.text,
+            finish_reason: choice.reason.finish_reason(),
+            stop_reason: choice.reason,
             usage,
         })
         .into_response())

@@ -537,11 +537,11 @@ fn bad_input_gets_openai_errors() {
     for bad in [
         json!({"messages": hello, "max_tokens": 0}),
         json!({"messages": hello, "max_tokens": -5}),
-        json!({"messages": hello, "n": 2}),
+        json!({"messages": hello, "n": 0}),
         json!({"messages": hello, "temperature": 3.5}),
         json!({"messages": hello, "top_p": 1.5}),
         json!({"messages": hello, "presence_penalty": 9}),
-        json!({"messages": hello, "logprobs": true}),
+        json!({"messages": hello, "logprobs": "yes"}),
         json!({"messages": hello, "seed": 1.5}),
         json!({"messages": hello, "tools": [{"type": "function", "function": {"name": "f"}}]}),
         json!({"messages": hello, "response_format": {"type": "json_schema"}}),

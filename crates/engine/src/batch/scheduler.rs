@@ -195,7 +195,12 @@ impl Scheduler {
                 return;
             };
             self.caches[i].clear();
-            let state = SequenceState::new(self.engine.tokenizer(), &job.prompt, job.params);
+            let state = SequenceState::with_options(
+                self.engine.tokenizer(),
+                &job.prompt,
+                job.params,
+                job.options,
+            );
             self.slots[i] = Some(Running {
                 sink: job.sink,
                 _permit: job.permit,
@@ -330,7 +335,11 @@ impl Scheduler {
             r.first_token.get_or_insert(now);
             let step = r.state.step(row, room);
             generated += usize::from(step.token.is_some());
-            if !step.text.is_empty() && !r.sink.send(Event::Text(step.text)) {
+            let listening = match step.logprobs {
+                Some(lp) => r.sink.send(Event::Logprobs(lp)),
+                None => true,
+            };
+            if !listening || (!step.text.is_empty() && !r.sink.send(Event::Text(step.text))) {
                 ended.push((i, StopReason::Cancelled));
                 continue;
             }
