@@ -9,7 +9,11 @@
 //!   and perplexity with llama-perplexity's procedure.
 //! * [`SequenceState`] is everything one generated sequence needs besides
 //!   the model (sampler, UTF-8-safe detokeniser, stop strings, limits), so a
-//!   batching scheduler can drive many of them with one forward pass.
+//!   batching scheduler can drive many of them with one forward pass. On
+//!   request ([`SequenceOptions`]) its step also reports each token's
+//!   log-probabilities ([`TokenLogprobs`]) and masks the logits with a
+//!   [`grammar`] before sampling, so the output always follows a JSON
+//!   schema, a Lark grammar or a regular expression (llguidance).
 //! * [`batch`] is that scheduler: one engine thread doing continuous
 //!   batching for every caller, shared by the HTTP server and the Python
 //!   package.
@@ -22,6 +26,7 @@ pub mod builtin;
 pub mod convert;
 mod engine;
 mod error;
+pub mod grammar;
 mod logprobs;
 pub mod memory;
 pub mod resolve;

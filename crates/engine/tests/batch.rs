@@ -257,7 +257,10 @@ fn logprobs_are_the_log_softmax_of_the_raw_logits_of_each_generated_token() {
     b.submit(Job {
         prompt: prompt.clone(),
         params: params(12, sampler.clone()),
-        options: bitnet_engine::SequenceOptions { logprobs: Some(4) },
+        options: bitnet_engine::SequenceOptions {
+            logprobs: Some(4),
+            ..Default::default()
+        },
         sink: Box::new(tx),
         permit: b.admit().unwrap(),
     })

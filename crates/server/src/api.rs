@@ -1,6 +1,7 @@
 //! The wire types: requests (lenient: optional fields, strings or parts,
 //! nulls) and responses (strict: exactly OpenAI's fields).
 
+use bitnet_engine::grammar::GrammarSpec;
 use bitnet_engine::{GenerationParams, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -77,6 +78,10 @@ pub struct Common {
     pub suffix: Option<String>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
+    /// llama-server's grammar (here in llguidance's Lark syntax).
+    pub grammar: Option<String>,
+    /// llama-server's shorthand for a JSON-schema response format.
+    pub json_schema: Option<Value>,
 }
 
 /// The most choices a request may ask for (OpenAI's limit).
@@ -124,6 +129,56 @@ fn int_in(name: &str, v: &Value, lo: usize, hi: usize) -> Result<usize, ApiError
         return Err(describe::above_max(name, true, hi, i));
     }
     Ok(i as usize)
+}
+
+/// `response_format`: `{"type": "text" | "json_object" | "json_schema"}`.
+fn response_format(format: &Value) -> Result<Option<GrammarSpec>, ApiError> {
+    let Some(object) = format.as_object() else {
+        return Err(wrong_type("response_format", "an object", format));
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(v) => return Err(wrong_type("response_format.type", "a string", v)),
+        None => {
+            return Err(ApiError::invalid_param(
+                "response_format.type",
+                "Missing required parameter: 'response_format.type'.",
+            )
+            .with_code("missing_required_parameter"));
+        }
+    };
+    match kind {
+        "text" => Ok(None),
+        // llama-server also takes a schema here.
+        "json_object" => Ok(Some(match object.get("schema") {
+            Some(schema) if !schema.is_null() => GrammarSpec::JsonSchema(schema.clone()),
+            _ => GrammarSpec::JsonObject,
+        })),
+        "json_schema" => {
+            let Some(json_schema) = object.get("json_schema").filter(|v| !v.is_null()) else {
+                return Err(ApiError::invalid_param(
+                    "response_format.json_schema",
+                    "Missing required parameter: 'response_format.json_schema'.",
+                )
+                .with_code("missing_required_parameter"));
+            };
+            let Some(inner) = json_schema.as_object() else {
+                return Err(wrong_type("response_format.json_schema", "an object", json_schema));
+            };
+            // Without a schema, any JSON object.
+            Ok(Some(match inner.get("schema") {
+                Some(schema) if !schema.is_null() => GrammarSpec::JsonSchema(schema.clone()),
+                _ => GrammarSpec::JsonObject,
+            }))
+        }
+        other => Err(ApiError::invalid_param(
+            "response_format.type",
+            format!(
+                "Invalid value: '{other}'. Supported values are: 'text', 'json_object' and 'json_schema'."
+            ),
+        )
+        .with_code("invalid_value")),
+    }
 }
 
 /// Sampling defaults of an endpoint.
@@ -238,13 +293,41 @@ impl Common {
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return unsupported("tools", "Tool calling");
         }
-        if let Some(format) = &self.response_format {
-            let kind = format.get("type").and_then(Value::as_str);
-            if !matches!(kind, None | Some("text")) {
-                return unsupported("response_format", "A structured response_format");
-            }
-        }
         Ok(())
+    }
+
+    /// What the output must follow, if anything: `response_format`
+    /// (`json_object`, `json_schema`), or llama-server's `grammar` (Lark,
+    /// with or without its `%llguidance` header) or `json_schema`. Returns
+    /// the field it came from too, for errors.
+    pub fn constraint(&self) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
+        let mut found = Vec::new();
+        if let Some(format) = self.response_format.as_ref().filter(|v| !v.is_null())
+            && let Some(spec) = response_format(format)?
+        {
+            found.push((spec, "response_format"));
+        }
+        if let Some(grammar) = &self.grammar {
+            if grammar.trim().is_empty() {
+                return Err(ApiError::invalid_param(
+                    "grammar",
+                    "Invalid 'grammar': empty string. Expected a grammar in Lark syntax.",
+                )
+                .with_code("invalid_value"));
+            }
+            found.push((GrammarSpec::Lark(grammar.clone()), "grammar"));
+        }
+        if let Some(schema) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
+            found.push((GrammarSpec::JsonSchema(schema.clone()), "json_schema"));
+        }
+        if found.len() > 1 {
+            return Err(ApiError::invalid_param(
+                found[1].1,
+                "Give only one of 'response_format', 'grammar' and 'json_schema'.",
+            )
+            .with_code("invalid_value"));
+        }
+        Ok(found.pop())
     }
 
     /// The generation parameters (`max_tokens` is filled in by the caller).

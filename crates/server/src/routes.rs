@@ -13,6 +13,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bitnet_engine::batch::{Batcher, Job, Permit};
+use bitnet_engine::grammar::Grammar;
 use bitnet_engine::{ChatMessage, Engine, GenerationParams, SequenceOptions, TokenLogprobs};
 use tokio::sync::mpsc;
 
@@ -200,6 +201,28 @@ impl Inner {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
+    }
+
+    /// Compiles the request's grammar, if any, on the blocking pool (a
+    /// large schema takes milliseconds; the first one also builds the
+    /// vocabulary's token trie).
+    async fn grammar(&self, common: &Common) -> Result<Option<Grammar>, ApiError> {
+        let Some((spec, param)) = common.constraint()? else {
+            return Ok(None);
+        };
+        let engine = Arc::clone(&self.engine);
+        let compiled = tokio::task::spawn_blocking(move || engine.compile_grammar(&spec))
+            .await
+            .map_err(|e| ApiError::internal(format!("grammar compilation failed: {e}")))?;
+        match compiled {
+            Ok(grammar) => Ok(Some(grammar)),
+            Err(bitnet_engine::Error::Grammar(message)) => Err(ApiError::invalid_param(
+                param,
+                format!("Invalid '{param}': {message}"),
+            )
+            .with_code("invalid_value")),
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        }
     }
 
     /// Fits the token limit to the context and the server's cap
@@ -420,7 +443,10 @@ async fn chat(
         let job = Generation {
             input: Input::Chat(messages),
             params: common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?,
-            options: SequenceOptions { logprobs },
+            options: SequenceOptions {
+                logprobs,
+                grammar: s.grammar(&common).await?,
+            },
             n: common.n()?,
             requested: common.max_tokens()?,
             default_max: None,
@@ -495,7 +521,10 @@ async fn completions(
         let job = Generation {
             input,
             params: common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?,
-            options: SequenceOptions { logprobs },
+            options: SequenceOptions {
+                logprobs,
+                grammar: s.grammar(&common).await?,
+            },
             n: common.n()?,
             requested: common.max_tokens()?,
             // OpenAI's default for this endpoint.
@@ -575,7 +604,10 @@ async fn generate(
         let job = Generation {
             input,
             params: common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?,
-            options: SequenceOptions::default(),
+            options: SequenceOptions {
+                logprobs: None,
+                grammar: s.grammar(&common).await?,
+            },
             n: 1,
             requested: common.max_tokens()?,
             default_max: Some(128),

@@ -327,6 +327,7 @@ impl Scheduler {
         let now = Instant::now();
         let mut generated = 0;
         let mut ended: Vec<(usize, StopReason)> = Vec::new();
+        let mut failed: Vec<(usize, String)> = Vec::new();
         for (row, &i) in logits.chunks_exact(self.n_vocab).zip(&owners) {
             let room = self.caches[i].len() < self.n_ctx;
             let Some(r) = self.slots[i].as_mut() else {
@@ -334,6 +335,10 @@ impl Scheduler {
             };
             r.first_token.get_or_insert(now);
             let step = r.state.step(row, room);
+            if let Some(message) = step.error {
+                failed.push((i, message));
+                continue;
+            }
             generated += usize::from(step.token.is_some());
             let listening = match step.logprobs {
                 Some(lp) => r.sink.send(Event::Logprobs(lp)),
@@ -355,6 +360,9 @@ impl Scheduler {
         self.observer.step(batch.len() - decoding, generated);
         for (i, reason) in ended {
             self.finish(i, reason);
+        }
+        for (i, message) in failed {
+            self.fail(i, &message);
         }
     }
 }
