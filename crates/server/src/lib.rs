@@ -11,8 +11,8 @@
 //!   them), and runs every active sequence through each forward pass
 //!   together, with fair chunked prefill, bounded admission and immediate
 //!   cancellation. Its module documentation gives the policy and why.
-//! * **The HTTP side** (modules `routes`, `stream`) is axum on a small tokio
-//!   runtime. Handlers parse and validate, tokenise on tokio's *blocking*
+//! * **The HTTP side** (modules `routes`, `generation`, `stream`) is axum
+//!   on a small tokio runtime. Handlers parse and validate, tokenise on tokio's *blocking*
 //!   pool (a 1 MiB prompt through a BPE tokenizer is real work, and async
 //!   workers must never compute), take a permit (`503` with `Retry-After`
 //!   when slots and queue are full) and hand a job to the engine thread.
@@ -59,6 +59,7 @@
 mod api;
 mod describe;
 mod error;
+mod generation;
 mod jobs;
 mod logprobs;
 mod metrics;
