@@ -201,3 +201,51 @@ fn bad_grammars_are_refused_with_the_reason() {
         }
     }
 }
+
+#[test]
+fn gbnf_grammars_as_llama_server_takes_them() {
+    let e = engine();
+    let record = r#"
+# A record: a name and up to four tags, with a little whitespace
+root   ::= "{" ws "\"name\":" ws string "," ws "\"tags\":" ws tags ws "}"
+tags   ::= "[" ( string ( "," ws string ){0,3} )? "]"
+string ::= "\"" ( [a-zA-Z0-9 .,\x2D] | "\\" ["\\] ){1,16} "\""
+ws     ::= [ \t\n]{0,2}
+"#;
+    for (text, outcome) in generate(
+        &e,
+        &GrammarSpec::Gbnf(record.into()),
+        "Copyright (c)",
+        6,
+        1.0,
+    ) {
+        assert_eq!(outcome.reason, StopReason::Eos, "{text:?}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{err}: {text:?}"));
+        let name = v["name"].as_str().unwrap_or_else(|| panic!("{text}"));
+        assert!((1..=16).contains(&name.chars().count()), "{text}");
+        let tags = v["tags"].as_array().unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            tags.len() <= 4 && tags.iter().all(Value::is_string),
+            "{text}"
+        );
+    }
+    let answer = GrammarSpec::Gbnf(
+        "root ::= (\"yes\" | \"no\") \" because \" word\nword ::= [a-z]{1,12}\n".into(),
+    );
+    for (text, _) in generate(&e, &answer, "Is this free software?", 4, 1.0) {
+        let (head, word) = text
+            .split_once(" because ")
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert!(head == "yes" || head == "no", "{text:?}");
+        assert!(
+            (1..=12).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_lowercase()),
+            "{text:?}"
+        );
+    }
+    match e.compile_grammar(&GrammarSpec::Gbnf("root ::= \"open".into())) {
+        Err(Error::Grammar(message)) => {
+            assert!(message.contains("unterminated string"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

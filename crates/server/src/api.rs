@@ -78,7 +78,7 @@ pub struct Common {
     pub suffix: Option<String>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
-    /// llama-server's grammar (here in llguidance's Lark syntax).
+    /// llama-server's grammar: GBNF, or llguidance's Lark syntax.
     pub grammar: Option<String>,
     /// llama-server's shorthand for a JSON-schema response format.
     pub json_schema: Option<Value>,
@@ -297,8 +297,8 @@ impl Common {
     }
 
     /// What the output must follow, if anything: `response_format`
-    /// (`json_object`, `json_schema`), or llama-server's `grammar` (Lark,
-    /// with or without its `%llguidance` header) or `json_schema`. Returns
+    /// (`json_object`, `json_schema`), or llama-server's `grammar` (GBNF,
+    /// or Lark with or without its `%llguidance` header) or `json_schema`. Returns
     /// the field it came from too, for errors.
     pub fn constraint(&self) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
         let mut found = Vec::new();
@@ -311,11 +311,19 @@ impl Common {
             if grammar.trim().is_empty() {
                 return Err(ApiError::invalid_param(
                     "grammar",
-                    "Invalid 'grammar': empty string. Expected a grammar in Lark syntax.",
+                    "Invalid 'grammar': empty string. Expected a grammar (GBNF or Lark).",
                 )
                 .with_code("invalid_value"));
             }
-            found.push((GrammarSpec::Lark(grammar.clone()), "grammar"));
+            // llama-server's GBNF (`root ::= ...`), or Lark (llama.cpp marks
+            // its llguidance grammars with a `%llguidance` header).
+            let lark = grammar.trim_start().starts_with("%llguidance") || !grammar.contains("::=");
+            let spec = if lark {
+                GrammarSpec::Lark(grammar.clone())
+            } else {
+                GrammarSpec::Gbnf(grammar.clone())
+            };
+            found.push((spec, "grammar"));
         }
         if let Some(schema) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
             found.push((GrammarSpec::JsonSchema(schema.clone()), "json_schema"));

@@ -81,7 +81,7 @@ fn json_schema_holds_for_every_choice_whole_and_streamed() {
 }
 
 #[test]
-fn json_object_and_lark_grammar_on_completions() {
+fn json_object_and_gbnf_or_lark_grammars_on_completions() {
     let a = server().addr;
     for seed in 0..3 {
         let r = http::post(
@@ -96,11 +96,16 @@ fn json_object_and_lark_grammar_on_completions() {
         let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
         assert!(v.is_object(), "{text}");
     }
-    // llama-server's `grammar`, in Lark syntax (its `%llguidance` header
-    // is optional), also on /generate.
-    let grammar =
-        "%llguidance {}\nstart: \"Licence: \" NAME\nNAME: \"MIT\" | \"BSD\" | \"Apache\"\n";
-    for path in ["/v1/completions", "/generate"] {
+    // llama-server's `grammar`: GBNF, or Lark (its `%llguidance` header is
+    // optional), also on /generate.
+    let gbnf = "root ::= \"Licence: \" name\nname ::= \"MIT\" | \"BSD\" | \"Apache\"\n";
+    let lark = "%llguidance {}\nstart: \"Licence: \" NAME\nNAME: \"MIT\" | \"BSD\" | \"Apache\"\n";
+    for (path, grammar) in [
+        ("/v1/completions", gbnf),
+        ("/v1/completions", lark),
+        ("/generate", gbnf),
+        ("/generate", lark.trim_start_matches("%llguidance {}\n")),
+    ] {
         let r = http::post(
             a,
             path,
@@ -114,7 +119,7 @@ fn json_object_and_lark_grammar_on_completions() {
             .unwrap();
         assert!(
             ["Licence: MIT", "Licence: BSD", "Licence: Apache"].contains(&text),
-            "{path}: {text:?}"
+            "{path} {grammar:?}: {text:?}"
         );
     }
 }
@@ -163,6 +168,10 @@ fn bad_structured_requests_get_400_naming_the_problem() {
         ),
         (
             json!({"messages": hello, "grammar": "start: undefined_rule"}),
+            "grammar",
+        ),
+        (
+            json!({"messages": hello, "grammar": "root ::= [a-"}),
             "grammar",
         ),
     ] {

@@ -5,7 +5,7 @@
 //! sampler sees them, so whatever the sampler does, the output stays a
 //! prefix of a sentence of the grammar and ends only where the grammar
 //! allows an end. This is what OpenAI's `response_format` (`json_object`,
-//! `json_schema`) and llama-server's `grammar` promise.
+//! `json_schema`) and llama-server's `grammar` (GBNF) promise.
 //!
 //! The work is done by [`llguidance`], the library llama.cpp and vLLM use,
 //! rather than a grammar engine of our own: turning a JSON schema into a
@@ -19,10 +19,15 @@
 //! once per model (about 0.1 s for a 128k vocabulary) and compiles each
 //! request's grammar against it.
 //!
+//! llama.cpp's GBNF is translated to Lark first (module `gbnf`): the two
+//! write the same grammars differently.
+//!
 //! JSON schemas compile with fixed separators (`", "` and `": "`) and no
 //! free whitespace between tokens: a model that may put any amount of
 //! whitespace anywhere can, and weak models do, fill the whole budget with
 //! newlines.
+
+mod gbnf;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,6 +48,8 @@ pub enum GrammarSpec {
     JsonSchema(serde_json::Value),
     /// A grammar in llguidance's Lark syntax.
     Lark(String),
+    /// A grammar in llama.cpp's GBNF (translated to Lark: module `gbnf`).
+    Gbnf(String),
     /// Text matching a regular expression (Rust `regex` syntax).
     Regex(String),
 }
@@ -158,6 +165,9 @@ impl Grammars {
                 TopLevelGrammar::from_json_schema(json_options(schema.clone()))
             }
             GrammarSpec::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
+            GrammarSpec::Gbnf(text) => {
+                TopLevelGrammar::from_lark(gbnf::to_lark(text).map_err(Error::Grammar)?)
+            }
             GrammarSpec::Regex(rx) => TopLevelGrammar::from_regex(rx),
         };
         let parser = self
