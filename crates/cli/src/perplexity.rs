@@ -1,6 +1,14 @@
 //! `bitnet perplexity`: llama-perplexity's measurement.
+//!
+//! Progress goes to stderr as llama-perplexity prints it: the number of
+//! windows and the time per window with an estimate of the time left, then
+//! `[i]ppl,` after every window, `ppl` being the running estimate over the
+//! windows done (the last one is the final result). The result itself goes
+//! to stdout.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -33,9 +41,13 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     })?;
     let engine = args.model.load()?;
     let n_ctx = args.model.ctx_size.unwrap_or(engine.n_ctx());
-    let start = std::time::Instant::now();
+    let start = Instant::now();
+    let mut stderr = std::io::stderr().lock();
     let ppl = engine
-        .perplexity(&text, n_ctx)
+        .perplexity_with(&text, n_ctx, &mut |p| {
+            report(&mut stderr, &p, n_ctx, start);
+            true
+        })
         .context("perplexity failed")?;
     let secs = start.elapsed().as_secs_f64();
     match args.output_format {
@@ -57,4 +69,27 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Progress after a window, on stderr (a closed stderr stops nothing).
+fn report(
+    out: &mut impl Write,
+    p: &bitnet_engine::PerplexityProgress,
+    n_ctx: usize,
+    start: Instant,
+) {
+    if p.windows_done == 1 {
+        let per_window = start.elapsed().as_secs_f64();
+        let left = per_window * (p.windows - 1) as f64 / 60.0;
+        let _ = writeln!(
+            out,
+            "perplexity: {} windows of {n_ctx} tokens, {per_window:.2} s per window - ETA {left:.2} minutes",
+            p.windows
+        );
+    }
+    let _ = write!(out, "[{}]{:.4},", p.windows_done, p.perplexity);
+    if p.windows_done == p.windows {
+        let _ = writeln!(out);
+    }
+    let _ = out.flush();
 }

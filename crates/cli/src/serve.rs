@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use bitnet_server::{Server, ServerConfig};
+use bitnet_server::{LogFormat, Server, ServerConfig};
 use clap::Args;
 
 use crate::args::ModelArgs;
@@ -28,7 +28,9 @@ pub struct ServeArgs {
     /// answers 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
-    /// The model name clients use (default: derived from -m).
+    /// The model name /v1/models shows and responses carry when a request
+    /// names none (default: derived from -m). Requests may use any model
+    /// name: the loaded model answers to all of them, as with llama-server.
     #[arg(long)]
     pub alias: Option<String>,
     /// Largest accepted request body, in bytes.
@@ -42,6 +44,33 @@ pub struct ServeArgs {
     /// are cancelled.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// The most tokens a request may generate: the limit of requests
+    /// without max_tokens, and a cap on those that ask for more (as
+    /// llama-server's -n). -1: until the context is full.
+    #[arg(short = 'n', long = "n-predict", default_value_t = bitnet_server::DEFAULT_N_PREDICT as i64,
+          allow_negative_numbers = true, value_parser = parse_n_predict)]
+    pub n_predict: i64,
+    /// The request log on stderr, one line per request: text, json (one
+    /// object per line, for log shippers) or off.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+    Off,
+}
+
+fn parse_n_predict(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n == -1 || n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a token count: expected a positive integer, or -1 for no limit"
+        )),
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -63,12 +92,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body,
         prefill_chunk: args.prefill_chunk,
         shutdown_grace: Duration::from_secs(args.shutdown_timeout),
+        n_predict: usize::try_from(args.n_predict).ok(),
+        log_format: match args.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Off => LogFormat::Off,
+        },
         ..ServerConfig::default()
     };
     let server = Server::start(engine, config).context("cannot start the server")?;
     server.shutdown_on_signals();
+    let cap = match args.n_predict {
+        -1 => "no limit on generated tokens".to_string(),
+        n => format!("at most {n} generated tokens a request"),
+    };
     eprintln!(
-        "serving `{model_name}` on http://{} ({} slots x {n_ctx} tokens of context, {:.0} MiB of KV cache; OpenAI API under /v1)",
+        "serving `{model_name}` on http://{} ({} slots x {n_ctx} tokens of context, {:.0} MiB of KV cache, {cap}; OpenAI API under /v1)",
         server.local_addr(),
         args.parallel,
         kv_bytes as f64 / (1u64 << 20) as f64,

@@ -349,6 +349,8 @@ fn read_rest(reader: &mut BufReader<TcpStream>) -> Vec<String> {
 #[test]
 fn serve_runs_parallel_slots_queues_the_rest_and_ends_streams_on_sigint() {
     let serve = Serve::start(&[
+        "-n",
+        "-1",
         "-c",
         "4096",
         "--parallel",
@@ -430,4 +432,66 @@ fn serve_runs_parallel_slots_queues_the_rest_and_ends_streams_on_sigint() {
         "{rest}"
     );
     assert!(TcpStream::connect(addr).is_err(), "still listening");
+}
+
+#[test]
+fn serve_logs_each_request_as_json_and_caps_generation_with_n_predict() {
+    let mut serve = Serve::start(&["-n", "4", "--log-format", "json", "--alias", "my-model"]);
+    assert!(
+        serve.banner.contains("at most 4 generated tokens"),
+        "{}",
+        serve.banner
+    );
+    let addr = serve.addr;
+    assert_eq!(
+        wire::get(addr, "/v1/models").json()["data"][0]["id"],
+        "my-model"
+    );
+    // No max_tokens: the server's -n is the limit.
+    let r = wire::post(
+        addr,
+        "/v1/chat/completions",
+        &json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Hi"}], "ignore_eos": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["usage"]["completion_tokens"], 4, "{j}");
+    assert_eq!(j["model"], "gpt-3.5-turbo");
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        let mut line = String::new();
+        assert!(
+            serve.stderr.read_line(&mut line).unwrap() > 0,
+            "stderr closed"
+        );
+        lines.push(line);
+    }
+    let models: Value = serde_json::from_str(&lines[0]).expect("a JSON log line");
+    assert_eq!(
+        (models["method"].as_str(), models["path"].as_str()),
+        (Some("GET"), Some("/v1/models"))
+    );
+    let chat: Value = serde_json::from_str(&lines[1]).expect("a JSON log line");
+    assert_eq!(chat["path"], "/v1/chat/completions");
+    assert_eq!(chat["status"], 200);
+    assert_eq!(chat["prompt_tokens"], j["usage"]["prompt_tokens"]);
+    assert_eq!(chat["completion_tokens"], 4);
+    assert_eq!(chat["finish_reason"], "length");
+    serve.signal("-TERM");
+    let (status, _) = serve.exit_within(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[test]
+fn serve_rejects_a_zero_n_predict_naming_the_valid_values() {
+    let out = bitnet()
+        .args(["serve", "-m", "builtin", "-n", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("positive integer, or -1 for no limit"),
+        "{err}"
+    );
 }

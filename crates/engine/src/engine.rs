@@ -2,7 +2,7 @@
 //! operations on it: generation and perplexity.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bitnet_gguf::GgufFile;
@@ -12,6 +12,7 @@ use bitnet_threads::ThreadPool;
 use bitnet_tokenizer::{ChatMessage, GgufVocab, Tokenizer};
 
 use crate::error::{Error, Result};
+use crate::grammar::{Grammar, GrammarSpec, Grammars};
 use crate::resolve::ModelLocation;
 use crate::sequence::{GenerationParams, SequenceState, StopReason};
 
@@ -124,6 +125,8 @@ pub struct Engine {
     opts: EngineOptions,
     n_ctx: usize,
     name: String,
+    /// Built the first time a grammar is compiled.
+    grammars: OnceLock<std::result::Result<Grammars, String>>,
 }
 
 /// Builds the tokenizer description from GGUF metadata.
@@ -259,6 +262,7 @@ impl Engine {
             n_ctx,
             name,
             opts,
+            grammars: OnceLock::new(),
         })
     }
 
@@ -301,6 +305,23 @@ impl Engine {
     /// The options.
     pub fn options(&self) -> &EngineOptions {
         &self.opts
+    }
+
+    /// Compiles a grammar for this model's vocabulary (the token trie is
+    /// built on first use and kept).
+    pub fn compile_grammar(&self, spec: &GrammarSpec) -> Result<Grammar> {
+        let n_vocab = self.model.hparams().n_vocab;
+        let grammars = self
+            .grammars
+            .get_or_init(|| {
+                Grammars::new(&self.tokenizer, n_vocab).map_err(|e| match e {
+                    Error::Grammar(message) => message,
+                    e => e.to_string(),
+                })
+            })
+            .as_ref()
+            .map_err(|e| Error::Grammar(e.clone()))?;
+        grammars.compile(spec)
     }
 
     /// A name for the model (path or built-in).

@@ -60,6 +60,10 @@ pub enum Error {
     /// The chat template could not be applied.
     #[error("the model has no chat template")]
     NoChatTemplate,
+    /// A grammar (JSON schema, Lark, regular expression) could not be
+    /// compiled or followed.
+    #[error("grammar: {0}")]
+    Grammar(String),
 }
 
 /// Result with the engine [`Error`].

@@ -9,7 +9,11 @@
 //!   and perplexity with llama-perplexity's procedure.
 //! * [`SequenceState`] is everything one generated sequence needs besides
 //!   the model (sampler, UTF-8-safe detokeniser, stop strings, limits), so a
-//!   batching scheduler can drive many of them with one forward pass.
+//!   batching scheduler can drive many of them with one forward pass. On
+//!   request ([`SequenceOptions`]) its step also reports each token's
+//!   log-probabilities ([`TokenLogprobs`]) and masks the logits with a
+//!   [`grammar`] before sampling, so the output always follows a JSON
+//!   schema, a Lark grammar or a regular expression (llguidance).
 //! * [`batch`] is that scheduler: one engine thread doing continuous
 //!   batching for every caller, shared by the HTTP server and the Python
 //!   package.
@@ -23,6 +27,8 @@ pub mod convert;
 pub mod embed;
 mod engine;
 mod error;
+pub mod grammar;
+mod logprobs;
 pub mod memory;
 pub mod resolve;
 mod sequence;
@@ -33,8 +39,9 @@ pub use engine::{
     gguf_vocab, load_model, negative_log_likelihood,
 };
 pub use error::{Error, Result};
+pub use logprobs::{TokenLogprobs, token_logprobs};
 pub use resolve::{ModelLocation, Resolved};
-pub use sequence::{GenerationParams, SequenceState, Step, StopReason};
+pub use sequence::{GenerationParams, SequenceOptions, SequenceState, Step, StopReason};
 pub use stop::StopMatcher;
 
 pub use bitnet_model::{KvType, Model};

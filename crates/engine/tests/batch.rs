@@ -35,6 +35,7 @@ fn submit(b: &batch::Batcher, prompt: Vec<u32>, params: GenerationParams) -> Eve
     b.submit(Job {
         prompt,
         params,
+        options: Default::default(),
         sink: Box::new(tx),
         permit,
     })
@@ -153,6 +154,7 @@ fn bad_jobs_are_refused_and_tasks_run_on_the_engine_thread() {
     let job = |prompt: Vec<u32>| Job {
         prompt,
         params: GenerationParams::default(),
+        options: Default::default(),
         sink: Box::new(batch::channel().0),
         permit: b.admit().unwrap(),
     };
@@ -181,6 +183,7 @@ fn bad_jobs_are_refused_and_tasks_run_on_the_engine_thread() {
         let _ = b.submit(Job {
             prompt: vec![1],
             params: GenerationParams::default(),
+            options: Default::default(),
             sink: Box::new(tx),
             permit: b.admit().unwrap(),
         });
@@ -230,4 +233,78 @@ fn logits_at_every_position_match_the_last_position_of_generate() {
         engine.logits(&[n_vocab as u32]),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+#[test]
+fn logprobs_are_the_log_softmax_of_the_raw_logits_of_each_generated_token() {
+    let engine = engine();
+    let (b, _thread) = batch::spawn(
+        Arc::clone(&engine),
+        &BatchConfig::default(),
+        Arc::new(NoObserver),
+    )
+    .unwrap();
+    let prompt = engine.tokenize(PROMPTS[0]).unwrap();
+    // Sampled at temperature 0.7 with top-k: the reported probabilities are
+    // still those of the raw logits.
+    let sampler = SamplerConfig {
+        temperature: 0.7,
+        top_k: 5,
+        seed: 3,
+        ..SamplerConfig::default()
+    };
+    let (tx, rx) = batch::channel();
+    b.submit(Job {
+        prompt: prompt.clone(),
+        params: params(12, sampler.clone()),
+        options: bitnet_engine::SequenceOptions {
+            logprobs: Some(4),
+            ..Default::default()
+        },
+        sink: Box::new(tx),
+        permit: b.admit().unwrap(),
+    })
+    .unwrap();
+    let mut text = String::new();
+    let mut reported = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Logprobs(lp) => reported.push(lp),
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(outcome) => {
+                assert_eq!(outcome.completion_tokens, reported.len());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The same tokens and text as without logprobs.
+    let want = engine
+        .generate(&prompt, &params(12, sampler), false, &mut |_| true)
+        .unwrap();
+    assert_eq!(text, want.text);
+    let tokens: Vec<u32> = reported.iter().map(|lp| lp.token).collect();
+    assert_eq!(tokens, want.tokens);
+    // Against the logits of the whole sequence at once.
+    let n_vocab = engine.model().hparams().n_vocab;
+    let mut ids = prompt.clone();
+    ids.extend(&want.tokens);
+    let logits = engine.logits(&ids).unwrap();
+    for (k, lp) in reported.iter().enumerate() {
+        let row = &logits[(prompt.len() + k - 1) * n_vocab..][..n_vocab];
+        let nll = bitnet_engine::negative_log_likelihood(row, lp.token);
+        assert!(
+            (f64::from(lp.logprob) + nll).abs() < 1e-4,
+            "token {k}: {lp:?} vs {nll}"
+        );
+        assert_eq!(lp.top.len(), 4);
+        let mut order: Vec<u32> = (0..n_vocab as u32).collect();
+        order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+        let top: Vec<u32> = lp.top.iter().map(|&(id, _)| id).collect();
+        assert_eq!(top, order[..4], "token {k}");
+        for &(id, v) in &lp.top {
+            let nll = bitnet_engine::negative_log_likelihood(row, id);
+            assert!((f64::from(v) + nll).abs() < 1e-4);
+        }
+    }
 }

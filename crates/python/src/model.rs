@@ -464,6 +464,7 @@ impl Model {
                 .submit(Job {
                     prompt,
                     params,
+                    options: Default::default(),
                     sink: Box::new(sink),
                     permit,
                 })

@@ -33,7 +33,9 @@ impl Stream {
             let timeout = std::time::Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
             let event = py.detach(|| self.rx.recv_timeout(timeout));
             Ok(match event {
-                Err(RecvError::Timeout) => None,
+                // Log-probabilities are never asked for here; like a
+                // timeout, the caller simply asks again.
+                Err(RecvError::Timeout) | Ok(Event::Logprobs(_)) => None,
                 Ok(Event::Text(text)) => Some(("text", text.into_pyobject(py)?.into_any())),
                 Ok(Event::Done(o)) => {
                     let d = PyDict::new(py);

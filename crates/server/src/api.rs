@@ -1,11 +1,14 @@
 //! The wire types: requests (lenient: optional fields, strings or parts,
 //! nulls) and responses (strict: exactly OpenAI's fields).
 
+use bitnet_engine::grammar::GrammarSpec;
 use bitnet_engine::{GenerationParams, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::describe;
 use crate::error::ApiError;
+use crate::logprobs::{ChatLogprobs, TextLogprobs};
 
 /// Parses a body into a JSON object.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -23,17 +26,11 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// Reads a typed view of a JSON object, naming the offending field on error.
+/// Reads a typed view of a JSON object; an error names the field and the
+/// expected type in OpenAI's words (module `describe`).
 pub fn from_value<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = format!("Invalid value for `{path}`: {}", e.inner());
-        let mut err = ApiError::invalid(message).with_code("invalid_type");
-        if path != "." {
-            err = err.with_param(&path);
-        }
-        err
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| describe::deserialize_error(e.path(), &e.inner().to_string(), value))
 }
 
 /// `stop`: one string or a list.
@@ -81,6 +78,107 @@ pub struct Common {
     pub suffix: Option<String>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
+    /// llama-server's grammar: GBNF, or llguidance's Lark syntax.
+    pub grammar: Option<String>,
+    /// llama-server's shorthand for a JSON-schema response format.
+    pub json_schema: Option<Value>,
+}
+
+/// The most choices a request may ask for (OpenAI's limit).
+pub const MAX_N: usize = 128;
+/// The most alternatives a chat token's log-probability comes with.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// The most alternatives a completion token's log-probability comes with.
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
+
+/// Which OpenAI endpoint a request came to (their fields differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+}
+
+fn wrong_type(name: &str, expected: &str, got: &Value) -> ApiError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a decimal number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ApiError::invalid_param(
+        name,
+        format!("Invalid type for '{name}': expected {expected}, but got {got} instead."),
+    )
+    .with_code("invalid_type")
+}
+
+/// An integer field within `lo..=hi`.
+fn int_in(name: &str, v: &Value, lo: usize, hi: usize) -> Result<usize, ApiError> {
+    let Some(i) = v.as_i64() else {
+        return Err(wrong_type(name, "an integer", v));
+    };
+    if i < lo as i64 {
+        return Err(describe::below_min(name, true, lo, i));
+    }
+    if i > hi as i64 {
+        return Err(describe::above_max(name, true, hi, i));
+    }
+    Ok(i as usize)
+}
+
+/// `response_format`: `{"type": "text" | "json_object" | "json_schema"}`.
+fn response_format(format: &Value) -> Result<Option<GrammarSpec>, ApiError> {
+    let Some(object) = format.as_object() else {
+        return Err(wrong_type("response_format", "an object", format));
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(v) => return Err(wrong_type("response_format.type", "a string", v)),
+        None => {
+            return Err(ApiError::invalid_param(
+                "response_format.type",
+                "Missing required parameter: 'response_format.type'.",
+            )
+            .with_code("missing_required_parameter"));
+        }
+    };
+    match kind {
+        "text" => Ok(None),
+        // llama-server also takes a schema here.
+        "json_object" => Ok(Some(match object.get("schema") {
+            Some(schema) if !schema.is_null() => GrammarSpec::JsonSchema(schema.clone()),
+            _ => GrammarSpec::JsonObject,
+        })),
+        "json_schema" => {
+            let Some(json_schema) = object.get("json_schema").filter(|v| !v.is_null()) else {
+                return Err(ApiError::invalid_param(
+                    "response_format.json_schema",
+                    "Missing required parameter: 'response_format.json_schema'.",
+                )
+                .with_code("missing_required_parameter"));
+            };
+            let Some(inner) = json_schema.as_object() else {
+                return Err(wrong_type("response_format.json_schema", "an object", json_schema));
+            };
+            // Without a schema, any JSON object.
+            Ok(Some(match inner.get("schema") {
+                Some(schema) if !schema.is_null() => GrammarSpec::JsonSchema(schema.clone()),
+                _ => GrammarSpec::JsonObject,
+            }))
+        }
+        other => Err(ApiError::invalid_param(
+            "response_format.type",
+            format!(
+                "Invalid value: '{other}'. Supported values are: 'text', 'json_object' and 'json_schema'."
+            ),
+        )
+        .with_code("invalid_value")),
+    }
 }
 
 /// Sampling defaults of an endpoint.
@@ -111,12 +209,62 @@ impl Common {
             (None, None) => return Ok(None),
         };
         if value < 1 {
-            return Err(ApiError::invalid_param(
-                name,
-                format!("`{name}` must be at least 1, got {value}."),
-            ));
+            return Err(describe::below_min(name, true, 1, value));
         }
         Ok(Some(usize::try_from(value).unwrap_or(usize::MAX)))
+    }
+
+    /// How many choices to generate (`n`, 1 to 128 as OpenAI allows).
+    pub fn n(&self) -> Result<usize, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if n < 1 => Err(describe::below_min("n", true, 1, n)),
+            Some(n) if n > MAX_N as i64 => Err(describe::above_max("n", true, MAX_N, n)),
+            Some(n) => Ok(n as usize),
+        }
+    }
+
+    /// How many alternatives each token's log-probability comes with, or
+    /// `None` when no log-probabilities are asked for. Chat takes
+    /// `logprobs: true` and `top_logprobs` (0 to 20); completions take
+    /// `logprobs` as that number (0 to 5).
+    pub fn logprobs(&self, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+        let given = |v: &Option<Value>| !matches!(v, None | Some(Value::Null));
+        match endpoint {
+            Endpoint::Chat => {
+                let on = match &self.logprobs {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => return Err(wrong_type("logprobs", "a boolean", v)),
+                };
+                let top = match &self.top_logprobs {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(int_in("top_logprobs", v, 0, MAX_TOP_LOGPROBS)?),
+                };
+                match (on, top) {
+                    (false, Some(_)) => Err(ApiError::invalid_param(
+                        "top_logprobs",
+                        "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is given.",
+                    )
+                    .with_code("invalid_value")),
+                    (false, None) => Ok(None),
+                    (true, top) => Ok(Some(top.unwrap_or(0))),
+                }
+            }
+            Endpoint::Completions => {
+                if given(&self.top_logprobs) {
+                    return Err(ApiError::invalid_param(
+                        "top_logprobs",
+                        "Unrecognized request argument: 'top_logprobs' (completions take the number of alternatives in 'logprobs').",
+                    )
+                    .with_code("invalid_value"));
+                }
+                match &self.logprobs {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => Ok(Some(int_in("logprobs", v, 0, MAX_COMPLETION_LOGPROBS)?)),
+                }
+            }
+        }
     }
 
     /// Rejects what we do not implement, so a client is never silently given
@@ -128,23 +276,10 @@ impl Common {
                 format!("{what} is not supported by this server."),
             ))
         };
-        if let Some(n) = self.n
-            && n != 1
-        {
-            return unsupported("n", &format!("n={n} (only n=1)"));
-        }
         if let Some(b) = self.best_of
             && b != 1
         {
             return unsupported("best_of", &format!("best_of={b} (only 1)"));
-        }
-        let truthy = |v: &Option<Value>| match v {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-            Some(_) => true,
-        };
-        if truthy(&self.logprobs) || truthy(&self.top_logprobs) {
-            return unsupported("logprobs", "logprobs");
         }
         if self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
             return unsupported("logit_bias", "logit_bias");
@@ -158,13 +293,49 @@ impl Common {
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return unsupported("tools", "Tool calling");
         }
-        if let Some(format) = &self.response_format {
-            let kind = format.get("type").and_then(Value::as_str);
-            if !matches!(kind, None | Some("text")) {
-                return unsupported("response_format", "A structured response_format");
-            }
-        }
         Ok(())
+    }
+
+    /// What the output must follow, if anything: `response_format`
+    /// (`json_object`, `json_schema`), or llama-server's `grammar` (GBNF,
+    /// or Lark with or without its `%llguidance` header) or `json_schema`. Returns
+    /// the field it came from too, for errors.
+    pub fn constraint(&self) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
+        let mut found = Vec::new();
+        if let Some(format) = self.response_format.as_ref().filter(|v| !v.is_null())
+            && let Some(spec) = response_format(format)?
+        {
+            found.push((spec, "response_format"));
+        }
+        if let Some(grammar) = &self.grammar {
+            if grammar.trim().is_empty() {
+                return Err(ApiError::invalid_param(
+                    "grammar",
+                    "Invalid 'grammar': empty string. Expected a grammar (GBNF or Lark).",
+                )
+                .with_code("invalid_value"));
+            }
+            // llama-server's GBNF (`root ::= ...`), or Lark (llama.cpp marks
+            // its llguidance grammars with a `%llguidance` header).
+            let lark = grammar.trim_start().starts_with("%llguidance") || !grammar.contains("::=");
+            let spec = if lark {
+                GrammarSpec::Lark(grammar.clone())
+            } else {
+                GrammarSpec::Gbnf(grammar.clone())
+            };
+            found.push((spec, "grammar"));
+        }
+        if let Some(schema) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
+            found.push((GrammarSpec::JsonSchema(schema.clone()), "json_schema"));
+        }
+        if found.len() > 1 {
+            return Err(ApiError::invalid_param(
+                found[1].1,
+                "Give only one of 'response_format', 'grammar' and 'json_schema'.",
+            )
+            .with_code("invalid_value"));
+        }
+        Ok(found.pop())
     }
 
     /// The generation parameters (`max_tokens` is filled in by the caller).
@@ -175,10 +346,9 @@ impl Common {
     ) -> Result<GenerationParams, ApiError> {
         let range = |name: &str, v: Option<f32>, lo: f32, hi: f32| -> Result<(), ApiError> {
             match v {
-                Some(x) if !(lo..=hi).contains(&x) => Err(ApiError::invalid_param(
-                    name,
-                    format!("`{name}` must be between {lo} and {hi}, got {x}."),
-                )),
+                Some(x) if x < lo => Err(describe::below_min(name, false, lo, x)),
+                Some(x) if x > hi => Err(describe::above_max(name, false, hi, x)),
+                // NaN cannot come from JSON; anything else is in range.
                 _ => Ok(()),
             }
         };
@@ -197,8 +367,11 @@ impl Common {
                 _ => {
                     return Err(ApiError::invalid_param(
                         "seed",
-                        "`seed` must be an integer.",
-                    ));
+                        format!(
+                            "Invalid type for 'seed': expected an integer, but got a decimal number ({n}) instead."
+                        ),
+                    )
+                    .with_code("invalid_type"));
                 }
             },
         };
@@ -321,7 +494,7 @@ pub struct MessageOut {
 pub struct ChatChoice {
     pub index: u32,
     pub message: MessageOut,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: &'static str,
 }
 
@@ -350,7 +523,7 @@ pub struct Delta {
 pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -371,7 +544,7 @@ pub struct ChatChunk<'a> {
 pub struct TextChoice {
     pub text: String,
     pub index: u32,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<TextLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 

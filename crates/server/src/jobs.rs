@@ -1,16 +1,21 @@
 //! The link to the engine thread ([`bitnet_engine::batch`]): a request's
 //! events arrive on a tokio channel, already in the server's terms.
 
-use bitnet_engine::StopReason;
+use std::sync::Arc;
+
 use bitnet_engine::batch::{self, Failure, Sink};
+use bitnet_engine::{StopReason, TokenLogprobs};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::Usage;
 use crate::error::ApiError;
+use crate::request_log::Record;
 
 /// What the engine tells a request.
 #[derive(Debug)]
 pub enum Event {
+    /// A generated token's log-probabilities (when asked for).
+    Logprobs(TokenLogprobs),
     /// Text that became final.
     Text(String),
     /// The sequence ended.
@@ -24,27 +29,46 @@ pub enum Event {
     Error(ApiError),
 }
 
-/// A [`Sink`] that forwards to a request's handler.
-pub struct TokioSink(pub UnboundedSender<Event>);
+/// A [`Sink`] that forwards to a request's handler, and tells the
+/// request's log record how the sequence ended (even when the handler is
+/// gone: the engine reports a cancelled sequence too).
+pub struct TokioSink {
+    /// The handler's channel.
+    pub tx: UnboundedSender<Event>,
+    /// The request's log record.
+    pub record: Arc<Record>,
+}
 
 impl Sink for TokioSink {
     fn send(&self, event: batch::Event) -> bool {
         let event = match event {
             batch::Event::Text(text) => Event::Text(text),
-            batch::Event::Done(outcome) => Event::Done {
-                reason: outcome.reason,
-                usage: Usage::new(outcome.prompt_tokens, outcome.completion_tokens),
-            },
-            batch::Event::Failed(Failure::ShuttingDown) => Event::Error(ApiError::shutting_down()),
-            batch::Event::Failed(Failure::Internal(message)) => {
-                Event::Error(ApiError::internal(message))
+            batch::Event::Logprobs(lp) => Event::Logprobs(lp),
+            batch::Event::Done(outcome) => {
+                let finish = match outcome.reason {
+                    StopReason::Cancelled if self.tx.is_closed() => "disconnected",
+                    StopReason::Cancelled => "cancelled",
+                    reason => reason.finish_reason(),
+                };
+                self.record.sequence_done(outcome.completion_tokens, finish);
+                Event::Done {
+                    reason: outcome.reason,
+                    usage: Usage::new(outcome.prompt_tokens, outcome.completion_tokens),
+                }
+            }
+            batch::Event::Failed(failure) => {
+                self.record.sequence_done(0, "error");
+                Event::Error(match failure {
+                    Failure::ShuttingDown => ApiError::shutting_down(),
+                    Failure::Internal(message) => ApiError::internal(message),
+                })
             }
         };
-        self.0.send(event).is_ok()
+        self.tx.send(event).is_ok()
     }
 
     fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.tx.is_closed()
     }
 }
 

@@ -11,8 +11,8 @@
 //!   them), and runs every active sequence through each forward pass
 //!   together, with fair chunked prefill, bounded admission and immediate
 //!   cancellation. Its module documentation gives the policy and why.
-//! * **The HTTP side** (modules `routes`, `stream`) is axum on a small tokio
-//!   runtime. Handlers parse and validate, tokenise on tokio's *blocking*
+//! * **The HTTP side** (modules `routes`, `generation`, `stream`) is axum
+//!   on a small tokio runtime. Handlers parse and validate, tokenise on tokio's *blocking*
 //!   pool (a 1 MiB prompt through a BPE tokenizer is real work, and async
 //!   workers must never compute), take a permit (`503` with `Retry-After`
 //!   when slots and queue are full) and hand a job to the engine thread.
@@ -29,6 +29,21 @@
 //! finish for a grace period and then cancels them; every stream still ends
 //! with its final chunk and `data: [DONE]`. A second signal cancels at once.
 //!
+//! **Choices and log-probabilities.** A request with `n > 1` becomes `n`
+//! independent sequences (seeds `seed`, `seed + 1`, ...) batched like any
+//! others; their streamed chunks interleave by `index` and the usage counts
+//! the prompt once. `logprobs` (module `logprobs`) are the log-softmax of
+//! the raw logits, as vLLM reports them by default; the engine computes
+//! them for the sequences that ask.
+//!
+//! **Limits and logs.** A sequence generates at most
+//! [`ServerConfig::n_predict`] tokens (llama-server's `--n-predict`, 1024 by
+//! default), so a request without `max_tokens` cannot hold a slot until the
+//! context is full. Every request leaves one line in the request log
+//! (module `request_log`: method, path, status, tokens, finish, time; text
+//! or JSON), written when the request is truly over — for a stream, when it
+//! ends or its client has gone and the engine has freed the slot.
+//!
 //! **Exposure.** The server listens on loopback unless told otherwise and
 //! sends no CORS headers, so a web page from another origin cannot read its
 //! answers. Request bodies are capped (1 MiB by default, 413 beyond).
@@ -42,10 +57,14 @@
 #![deny(missing_docs)]
 
 mod api;
+mod describe;
 mod error;
+mod generation;
 mod histogram;
 mod jobs;
+mod logprobs;
 mod metrics;
+mod request_log;
 mod routes;
 mod stream;
 
@@ -59,6 +78,7 @@ use bitnet_engine::Engine;
 use tokio::sync::watch;
 
 pub use error::{ApiError, Error};
+pub use request_log::{LogFormat, LogTarget};
 
 /// How to serve.
 #[derive(Clone, Debug)]
@@ -67,7 +87,9 @@ pub struct ServerConfig {
     pub host: String,
     /// Port (0 = any free port; see [`Server::local_addr`]).
     pub port: u16,
-    /// The model name clients must use (`/v1/models` lists it).
+    /// The model's name: `/v1/models` lists it and responses show it when
+    /// a request names no model. Requests may name any model (as with
+    /// llama-server, the one loaded model answers to every name).
     pub model_name: String,
     /// Sequences decoded together (slots, each with its own KV cache).
     pub parallel: usize,
@@ -83,7 +105,20 @@ pub struct ServerConfig {
     /// bytes; compute is on the engine thread and tokenisation on tokio's
     /// blocking pool).
     pub http_threads: usize,
+    /// The most tokens one sequence may generate (llama-server's
+    /// `--n-predict`): the limit of requests that set none, and a cap on
+    /// those that ask for more. `None`: until the context is full.
+    pub n_predict: Option<usize>,
+    /// The request log: one line per request.
+    pub log_format: LogFormat,
+    /// Where the request log goes (stderr by default).
+    pub log_target: LogTarget,
 }
+
+/// [`ServerConfig::n_predict`]'s default: long enough for any ordinary
+/// answer, short enough that a request without `max_tokens` cannot hold a
+/// slot until the context is full.
+pub const DEFAULT_N_PREDICT: usize = 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -97,6 +132,9 @@ impl Default for ServerConfig {
             prefill_chunk: 256,
             shutdown_grace: Duration::from_secs(30),
             http_threads: 1,
+            n_predict: Some(DEFAULT_N_PREDICT),
+            log_format: LogFormat::Text,
+            log_target: LogTarget::stderr(),
         }
     }
 }
@@ -224,7 +262,11 @@ impl Server {
             }),
         };
         let state = routes::AppState::new(engine, scheduler, metrics, handle.clone(), &config);
-        let app = routes::router(state, config.max_body_bytes);
+        let log = request_log::RequestLog {
+            format: config.log_format,
+            target: config.log_target.clone(),
+        };
+        let app = routes::router(state, config.max_body_bytes, log);
         let hard_stop = config.shutdown_grace + Duration::from_secs(5);
         let rt_handle = runtime.handle().clone();
         let http = std::thread::Builder::new()

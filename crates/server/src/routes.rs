@@ -1,5 +1,5 @@
-//! The HTTP endpoints: parse, validate, tokenise (on the blocking pool),
-//! admit, hand over to the engine, and answer.
+//! The HTTP endpoints: parse and validate, start the generation (module
+//! `generation`), and answer with one JSON body or a stream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,35 +8,40 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bitnet_engine::batch::{Batcher, Job, Permit};
-use bitnet_engine::{ChatMessage, Engine, GenerationParams};
-use tokio::sync::mpsc;
+use bitnet_engine::batch::Batcher;
+use bitnet_engine::{Engine, SequenceOptions};
 
 use crate::ShutdownHandle;
-use crate::api::{self, ChatBody, Common, CompletionBody, Defaults, Prompt, Usage};
+use crate::api::{self, ChatBody, Common, CompletionBody, Defaults};
 use crate::error::ApiError;
-use crate::jobs::{Event, TokioSink};
+use crate::generation::{Generation, Input, chat_messages, collect, prompt_input};
+use crate::logprobs::Formatter;
 use crate::metrics::{Endpoint, Metrics};
+use crate::request_log::{self, Record, RequestLog};
 use crate::stream::{self, StreamKind, StreamMeta};
 
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
-struct Inner {
-    engine: Arc<Engine>,
-    scheduler: Batcher,
-    metrics: Arc<Metrics>,
-    shutdown: ShutdownHandle,
-    model_name: String,
-    created: u64,
-    n_ctx: usize,
-    max_body: usize,
-    next_id: AtomicU64,
+pub(crate) struct Inner {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) scheduler: Batcher,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) model_name: String,
+    pub(crate) created: u64,
+    pub(crate) n_ctx: usize,
+    pub(crate) n_predict: Option<usize>,
+    /// Slots plus queue places: the most sequences one request may start.
+    pub(crate) capacity: usize,
+    pub(crate) formatter: Formatter,
+    pub(crate) max_body: usize,
+    pub(crate) next_id: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -56,6 +61,9 @@ impl AppState {
     ) -> AppState {
         AppState(Arc::new(Inner {
             n_ctx: engine.n_ctx(),
+            n_predict: config.n_predict,
+            capacity: config.parallel.saturating_add(config.queue),
+            formatter: Formatter::new(engine.tokenizer().clone()),
             engine,
             scheduler,
             metrics,
@@ -69,7 +77,7 @@ impl AppState {
 }
 
 /// The routes.
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(state: AppState, max_body: usize, log: RequestLog) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
@@ -84,14 +92,11 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            log,
+            request_log::middleware,
+        ))
         .with_state(state)
-}
-
-/// What to tokenise.
-enum Input {
-    Chat(Vec<ChatMessage>),
-    Text(String),
-    Ids(Vec<u32>),
 }
 
 impl Inner {
@@ -107,10 +112,14 @@ impl Inner {
         }
     }
 
-    fn check_model(&self, common: &Common) -> Result<(), ApiError> {
+    /// The `model` a response names. As llama-server does, one loaded model
+    /// answers to any name, so that clients with a fixed model name (such
+    /// as `gpt-3.5-turbo`) work; the response repeats the name asked for,
+    /// else the server's (`--alias`).
+    fn response_model(&self, common: &Common) -> String {
         match &common.model {
-            Some(name) if *name != self.model_name => Err(ApiError::model_not_found(name)),
-            _ => Ok(()),
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => self.model_name.clone(),
         }
     }
 
@@ -126,231 +135,72 @@ impl Inner {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ (nanos << 20) ^ self.created
     }
 
-    fn admit(&self) -> Result<Permit, ApiError> {
-        if self.shutdown.is_shutting_down() {
-            return Err(ApiError::shutting_down());
-        }
-        self.scheduler.admit().map_err(|_| ApiError::overloaded())
-    }
-
-    /// Renders and tokenises on the blocking pool.
-    async fn tokenize(&self, input: Input) -> Result<Vec<u32>, ApiError> {
-        let engine = Arc::clone(&self.engine);
-        let n_vocab = engine.model().hparams().n_vocab;
-        let work = move || -> Result<Vec<u32>, ApiError> {
-            let to_400 = |e: bitnet_engine::Error| ApiError::invalid(e.to_string());
-            let mut ids = match input {
-                Input::Chat(messages) => {
-                    let text = engine.render_chat(&messages, true).map_err(to_400)?;
-                    engine.tokenize_chat(&text).map_err(to_400)?
-                }
-                Input::Text(text) => engine.tokenize(&text).map_err(to_400)?,
-                Input::Ids(ids) => {
-                    if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
-                        return Err(ApiError::invalid_param(
-                            "prompt",
-                            format!("Token id {bad} is out of range (vocabulary size {n_vocab})."),
-                        ));
-                    }
-                    ids
-                }
-            };
-            if ids.is_empty() {
-                let bos = engine.tokenizer().bos_id().ok_or_else(|| {
-                    ApiError::invalid_param(
-                        "prompt",
-                        "The prompt is empty and the model has no BOS token.",
-                    )
-                })?;
-                ids.push(bos);
-            }
-            Ok(ids)
-        };
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
-    }
-
-    /// Fits the token limit to the context.
-    fn limit(
-        &self,
-        n_prompt: usize,
-        requested: Option<usize>,
-        default: Option<usize>,
-        param: &str,
-    ) -> Result<usize, ApiError> {
-        let n_ctx = self.n_ctx;
-        let too_long = |message: String, param: &str| {
-            Err(ApiError::invalid_param(param, message).with_code("context_length_exceeded"))
-        };
-        if n_prompt >= n_ctx {
-            return too_long(
-                format!(
-                    "This model's maximum context length is {n_ctx} tokens. However, your prompt has {n_prompt} tokens, which leaves no room for a completion. Please shorten it."
-                ),
-                param,
-            );
-        }
-        let room = n_ctx - n_prompt;
-        match requested {
-            Some(m) if m > room => too_long(
-                format!(
-                    "This model's maximum context length is {n_ctx} tokens. However, you requested {} tokens ({n_prompt} in the prompt, {m} for the completion). Please reduce the prompt or the completion length.",
-                    n_prompt.saturating_add(m)
-                ),
-                "max_tokens",
-            ),
-            Some(m) => Ok(m),
-            None => Ok(default.unwrap_or(room).min(room)),
-        }
-    }
-
-    /// Admits, tokenises and submits; returns the event receiver and the
-    /// prompt length.
-    async fn start(
-        &self,
-        input: Input,
-        mut params: GenerationParams,
-        requested: Option<usize>,
-        default_max: Option<usize>,
-        param: &str,
-    ) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
-        let permit = self.admit()?;
-        let prompt = self.tokenize(input).await?;
-        params.max_tokens = self.limit(prompt.len(), requested, default_max, param)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.scheduler
-            .submit(Job {
-                prompt,
-                params,
-                sink: Box::new(TokioSink(tx)),
-                permit,
-            })
-            .map_err(|e| match e {
-                bitnet_engine::Error::EngineStopped => ApiError::shutting_down(),
-                e => ApiError::internal(e.to_string()),
-            })?;
-        Ok(rx)
-    }
-
     fn fail(&self, e: ApiError) -> Response {
         self.metrics.error(e.status.as_u16());
         e.into_response()
     }
 }
 
-/// Gathers a whole answer.
-async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-) -> Result<(String, bitnet_engine::StopReason, Usage), ApiError> {
-    let mut text = String::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            Event::Text(t) => text.push_str(&t),
-            Event::Done { reason, usage } => return Ok((text, reason, usage)),
-            Event::Error(e) => return Err(e),
-        }
-    }
-    Err(ApiError::internal(
-        "the engine stopped before the answer was complete",
-    ))
-}
-
-fn chat_messages(body: ChatBody) -> Result<Vec<ChatMessage>, ApiError> {
-    if body.messages.is_empty() {
-        return Err(ApiError::invalid_param(
-            "messages",
-            "`messages` must contain at least one message.",
-        ));
-    }
-    let mut out = Vec::with_capacity(body.messages.len());
-    for (i, m) in body.messages.into_iter().enumerate() {
-        let role = match m.role.as_str() {
-            "system" | "developer" => "system",
-            "user" => "user",
-            "assistant" => "assistant",
-            "tool" => "tool",
-            other => {
-                return Err(ApiError::invalid_param(
-                    &format!("messages[{i}].role"),
-                    format!(
-                        "Unknown role `{other}`: expected system, developer, user, assistant or tool."
-                    ),
-                ));
-            }
-        };
-        let content = match m.content {
-            None => String::new(),
-            Some(api::Content::Text(t)) => t,
-            Some(api::Content::Parts(parts)) => {
-                let mut text = String::new();
-                for (j, part) in parts.into_iter().enumerate() {
-                    match (part.kind.as_str(), part.text) {
-                        ("text", Some(t)) => text.push_str(&t),
-                        (kind, _) => {
-                            return Err(ApiError::invalid_param(
-                                &format!("messages[{i}].content[{j}]"),
-                                format!(
-                                    "Content parts of type `{kind}` are not supported; send text."
-                                ),
-                            ));
-                        }
-                    }
-                }
-                text
-            }
-        };
-        out.push(ChatMessage::new(role, content));
-    }
-    Ok(out)
-}
-
-async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let s = &*s.0;
     s.metrics.request(Endpoint::Chat);
     let result = async {
         let value = s.body(body)?;
         let common: Common = api::from_value(&value)?;
         let chat: ChatBody = api::from_value(&value)?;
-        s.check_model(&common)?;
         common.reject_unsupported()?;
         let messages = chat_messages(chat)?;
         let id = s.next_id();
-        let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
-        let rx = s
-            .start(
-                Input::Chat(messages),
-                params,
-                common.max_tokens()?,
-                None,
-                "messages",
-            )
-            .await?;
+        let logprobs = common.logprobs(api::Endpoint::Chat)?;
+        let job = Generation {
+            input: Input::Chat(messages),
+            params: common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?,
+            options: SequenceOptions {
+                logprobs,
+                grammar: s.grammar(&common).await?,
+            },
+            n: common.n()?,
+            requested: common.max_tokens()?,
+            default_max: None,
+            prompt_param: "messages",
+        };
+        let receivers = s.start(&record, job).await?;
         let meta = StreamMeta {
             id: format!("chatcmpl-{id}"),
             created: unix_now(),
-            model: s.model_name.clone(),
+            model: s.response_model(&common),
             include_usage: common.include_usage(),
             kind: StreamKind::Chat,
+            logprobs: logprobs.map(|_| s.formatter.clone()),
         };
         if common.stream() {
-            return Ok(stream::sse(rx, meta));
+            record.streamed();
+            return Ok(stream::sse(receivers, meta, Arc::clone(&record)));
         }
-        let (text, reason, usage) = collect(rx).await?;
+        let (choices, usage) = collect(receivers).await?;
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| api::ChatChoice {
+                index: i as u32,
+                message: api::MessageOut {
+                    role: "assistant",
+                    content: c.text,
+                },
+                logprobs: meta.logprobs.as_ref().map(|f| f.chat(&c.logprobs)),
+                finish_reason: c.reason.finish_reason(),
+            })
+            .collect();
         Ok(axum::Json(api::ChatCompletion {
             id: meta.id,
             object: "chat.completion",
             created: meta.created,
             model: meta.model,
-            choices: vec![api::ChatChoice {
-                index: 0,
-                message: api::MessageOut {
-                    role: "assistant",
-                    content: text,
-                },
-                logprobs: None,
-                finish_reason: reason.finish_reason(),
-            }],
+            choices,
             usage,
         })
         .into_response())
@@ -358,55 +208,64 @@ async fn chat(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
     result.await.unwrap_or_else(|e| s.fail(e))
 }
 
-fn prompt_input(prompt: Prompt) -> Result<Input, ApiError> {
-    let several = || ApiError::invalid_param("prompt", "Only one prompt per request is supported.");
-    Ok(match prompt {
-        Prompt::Text(t) => Input::Text(t),
-        Prompt::Tokens(ids) => Input::Ids(ids),
-        Prompt::Texts(mut v) if v.len() == 1 => Input::Text(v.remove(0)),
-        Prompt::TokenLists(mut v) if v.len() == 1 => Input::Ids(v.remove(0)),
-        Prompt::Texts(_) | Prompt::TokenLists(_) => return Err(several()),
-    })
-}
-
-async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let s = &*s.0;
     s.metrics.request(Endpoint::Completions);
     let result = async {
         let value = s.body(body)?;
         let common: Common = api::from_value(&value)?;
         let body: CompletionBody = api::from_value(&value)?;
-        s.check_model(&common)?;
         common.reject_unsupported()?;
         let input = prompt_input(body.prompt)?;
         let id = s.next_id();
-        let params = common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?;
-        // OpenAI's default for this endpoint.
-        let rx = s
-            .start(input, params, common.max_tokens()?, Some(16), "prompt")
-            .await?;
+        let logprobs = common.logprobs(api::Endpoint::Completions)?;
+        let job = Generation {
+            input,
+            params: common.params(&Defaults { temperature: 1.0 }, s.fresh_seed(id))?,
+            options: SequenceOptions {
+                logprobs,
+                grammar: s.grammar(&common).await?,
+            },
+            n: common.n()?,
+            requested: common.max_tokens()?,
+            // OpenAI's default for this endpoint.
+            default_max: Some(16),
+            prompt_param: "prompt",
+        };
+        let receivers = s.start(&record, job).await?;
         let meta = StreamMeta {
             id: format!("cmpl-{id}"),
             created: unix_now(),
-            model: s.model_name.clone(),
+            model: s.response_model(&common),
             include_usage: common.include_usage(),
             kind: StreamKind::Text,
+            logprobs: logprobs.map(|_| s.formatter.clone()),
         };
         if common.stream() {
-            return Ok(stream::sse(rx, meta));
+            record.streamed();
+            return Ok(stream::sse(receivers, meta, Arc::clone(&record)));
         }
-        let (text, reason, usage) = collect(rx).await?;
+        let (choices, usage) = collect(receivers).await?;
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| api::TextChoice {
+                logprobs: meta.logprobs.as_ref().map(|f| f.text(&c.logprobs, &mut 0)),
+                text: c.text,
+                index: i as u32,
+                finish_reason: Some(c.reason.finish_reason()),
+            })
+            .collect();
         Ok(axum::Json(api::TextCompletion {
             id: &meta.id,
             object: "text_completion",
             created: meta.created,
             model: &meta.model,
-            choices: vec![api::TextChoice {
-                text,
-                index: 0,
-                logprobs: None,
-                finish_reason: Some(reason.finish_reason()),
-            }],
+            choices,
             usage: Some(Some(usage)),
         })
         .into_response())
@@ -415,14 +274,17 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
 }
 
 /// The simple API: greedy unless asked otherwise, 128 tokens by default.
-async fn generate(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn generate(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let s = &*s.0;
     s.metrics.request(Endpoint::Generate);
     let result = async {
         let value = s.body(body)?;
         let common: Common = api::from_value(&value)?;
         let body: CompletionBody = api::from_value(&value)?;
-        s.check_model(&common)?;
         common.reject_unsupported()?;
         if common.stream() {
             return Err(ApiError::invalid_param(
@@ -430,17 +292,41 @@ async fn generate(State(s): State<AppState>, body: Result<Bytes, BytesRejection>
                 "/generate does not stream; use /v1/completions with \"stream\": true.",
             ));
         }
+        let simple_only = |param: &str| {
+            Err(ApiError::invalid_param(
+                param,
+                format!("/generate gives one plain answer; use /v1/completions for '{param}'."),
+            ))
+        };
+        if common.n.is_some_and(|n| n != 1) {
+            return simple_only("n");
+        }
+        if common.logprobs(api::Endpoint::Completions)?.is_some() {
+            return simple_only("logprobs");
+        }
         let input = prompt_input(body.prompt)?;
         let id = s.next_id();
-        let params = common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?;
-        let rx = s
-            .start(input, params, common.max_tokens()?, Some(128), "prompt")
-            .await?;
-        let (text, reason, usage) = collect(rx).await?;
+        let job = Generation {
+            input,
+            params: common.params(&Defaults { temperature: 0.0 }, s.fresh_seed(id))?,
+            options: SequenceOptions {
+                logprobs: None,
+                grammar: s.grammar(&common).await?,
+            },
+            n: 1,
+            requested: common.max_tokens()?,
+            default_max: Some(128),
+            prompt_param: "prompt",
+        };
+        let receivers = s.start(&record, job).await?;
+        let (mut choices, usage) = collect(receivers).await?;
+        let choice = choices
+            .pop()
+            .ok_or_else(|| ApiError::internal("no answer"))?;
         Ok(axum::Json(api::Generated {
-            text,
-            finish_reason: reason.finish_reason(),
-            stop_reason: reason,
+            text: choice.text,
+            finish_reason: choice.reason.finish_reason(),
+            stop_reason: choice.reason,
             usage,
         })
         .into_response())

@@ -1,22 +1,34 @@
 //! Server-sent events: the engine's events as OpenAI chunks, ending with
 //! `data: [DONE]`.
 //!
-//! The stream owns the request's receiver; when the client disconnects,
-//! hyper drops the body, the receiver goes with it, and the engine sees the
-//! closed channel at its next step and frees the slot.
+//! The stream owns the request's receivers (one per choice, `n` of them);
+//! when the client disconnects, hyper drops the body, the receivers go with
+//! it, and the engine sees the closed channels at its next step and frees
+//! the slots.
+//!
+//! The choices' events are merged as they come, so the chunks of `n > 1`
+//! choices interleave, each with its `index`. Whatever piled up while the
+//! client was slower than the engine goes out as one chunk per choice.
+//! Each choice ends with its own chunk carrying `finish_reason`; after the
+//! last, the usage chunk (when asked for: the prompt counted once, the
+//! completions summed) and `[DONE]`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, StreamExt};
+use bitnet_engine::TokenLogprobs;
+use futures_util::FutureExt;
+use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::api::{ChatChunk, ChunkChoice, Delta, TextChoice, TextCompletion, Usage};
 use crate::error::ApiError;
 use crate::jobs::Event;
+use crate::logprobs::Formatter;
+use crate::request_log::Record;
 
 /// Which chunk format.
 #[derive(Clone, Copy)]
@@ -34,14 +46,29 @@ pub struct StreamMeta {
     pub model: String,
     pub include_usage: bool,
     pub kind: StreamKind,
+    /// Set when the request asked for log-probabilities.
+    pub logprobs: Option<Formatter>,
+}
+
+/// What one chunk says about one choice.
+struct Piece {
+    index: usize,
+    role: bool,
+    text: Option<String>,
+    logprobs: Vec<TokenLogprobs>,
+    finish: Option<&'static str>,
 }
 
 impl StreamMeta {
-    /// A chunk with `text` (and `role` for the first chat chunk), or the
-    /// closing one with `finish`.
-    fn chunk(&self, role: bool, text: Option<String>, finish: Option<&'static str>) -> SseEvent {
+    /// The chunk for `piece`. `offset` is the choice's text length so far
+    /// (for completions' `text_offset`).
+    fn chunk(&self, piece: Piece, offset: &mut usize) -> SseEvent {
         // With include_usage, every chunk but the last carries `"usage": null`.
         let usage = self.include_usage.then_some(None);
+        let with_logprobs = self
+            .logprobs
+            .as_ref()
+            .filter(|_| !piece.logprobs.is_empty());
         match self.kind {
             StreamKind::Chat => json_event(&ChatChunk {
                 id: &self.id,
@@ -49,13 +76,13 @@ impl StreamMeta {
                 created: self.created,
                 model: &self.model,
                 choices: vec![ChunkChoice {
-                    index: 0,
+                    index: piece.index as u32,
                     delta: Delta {
-                        role: role.then_some("assistant"),
-                        content: text,
+                        role: piece.role.then_some("assistant"),
+                        content: piece.text,
                     },
-                    logprobs: None,
-                    finish_reason: finish,
+                    logprobs: with_logprobs.map(|f| f.chat(&piece.logprobs)),
+                    finish_reason: piece.finish,
                 }],
                 usage,
             }),
@@ -65,10 +92,10 @@ impl StreamMeta {
                 created: self.created,
                 model: &self.model,
                 choices: vec![TextChoice {
-                    text: text.unwrap_or_default(),
-                    index: 0,
-                    logprobs: None,
-                    finish_reason: finish,
+                    logprobs: with_logprobs.map(|f| f.text(&piece.logprobs, offset)),
+                    text: piece.text.unwrap_or_default(),
+                    index: piece.index as u32,
+                    finish_reason: piece.finish,
                 }],
                 usage,
             }),
@@ -116,84 +143,162 @@ fn done() -> SseEvent {
     SseEvent::default().data("[DONE]")
 }
 
-enum Closing {
-    Done(&'static str, Usage),
-    Failed(ApiError),
+/// The per-choice state of a stream.
+#[derive(Default)]
+struct ChoiceState {
+    text: String,
+    logprobs: Vec<TokenLogprobs>,
+    finish: Option<&'static str>,
+    /// Characters sent so far (`text_offset`).
+    offset: usize,
+    done: bool,
 }
 
-enum Phase {
-    Start,
-    Body,
-    Over,
+struct State {
+    events: BoxStream<'static, (usize, Event)>,
+    meta: StreamMeta,
+    choices: Vec<ChoiceState>,
+    usage: Usage,
+    started: bool,
+    over: bool,
+    /// Held so the request is logged when the stream ends or is dropped.
+    _record: Arc<Record>,
 }
 
-/// The SSE response for a request's events.
-pub fn sse(rx: UnboundedReceiver<Event>, meta: StreamMeta) -> Response {
-    let events = stream::unfold(
-        (rx, meta, Phase::Start),
-        |(mut rx, meta, phase)| async move {
-            let mut out = match phase {
-                Phase::Start => {
-                    let first = match meta.kind {
-                        StreamKind::Chat => vec![meta.chunk(true, Some(String::new()), None)],
-                        StreamKind::Text => Vec::new(),
+impl State {
+    /// Takes one event; `Err` ends the stream with that error.
+    fn take(&mut self, index: usize, event: Event) -> Result<(), ApiError> {
+        let choice = &mut self.choices[index];
+        match event {
+            Event::Logprobs(lp) => choice.logprobs.push(lp),
+            Event::Text(t) => choice.text.push_str(&t),
+            Event::Done { reason, usage } => {
+                choice.finish = Some(reason.finish_reason());
+                choice.done = true;
+                self.usage = Usage::new(
+                    usage.prompt_tokens,
+                    self.usage.completion_tokens + usage.completion_tokens,
+                );
+            }
+            Event::Error(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// The chunks for what has piled up, choice by choice.
+    fn flush(&mut self, order: &[usize], out: &mut Vec<SseEvent>) {
+        for &index in order {
+            let c = &mut self.choices[index];
+            if !c.text.is_empty() || !c.logprobs.is_empty() {
+                let piece = Piece {
+                    index,
+                    role: false,
+                    text: Some(std::mem::take(&mut c.text)),
+                    logprobs: std::mem::take(&mut c.logprobs),
+                    finish: None,
+                };
+                out.push(self.meta.chunk(piece, &mut c.offset));
+            }
+            if let Some(finish) = c.finish.take() {
+                let piece = Piece {
+                    index,
+                    role: false,
+                    text: None,
+                    logprobs: Vec::new(),
+                    finish: Some(finish),
+                };
+                out.push(self.meta.chunk(piece, &mut c.offset));
+            }
+        }
+    }
+
+    /// The next batch of SSE events, or `None` once `[DONE]` went out.
+    async fn next_events(&mut self) -> Option<Vec<SseEvent>> {
+        if self.over {
+            return None;
+        }
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            if let StreamKind::Chat = self.meta.kind {
+                for index in 0..self.choices.len() {
+                    let piece = Piece {
+                        index,
+                        role: true,
+                        text: Some(String::new()),
+                        logprobs: Vec::new(),
+                        finish: None,
                     };
-                    return Some((first, (rx, meta, Phase::Body)));
+                    out.push(self.meta.chunk(piece, &mut 0));
                 }
-                Phase::Over => return None,
-                Phase::Body => {
-                    let mut text = String::new();
-                    let mut end = None;
-                    // Text that piled up while the client was slower than the
-                    // engine goes out as one chunk.
-                    let mut next = rx.recv().await;
-                    loop {
-                        match next {
-                            Some(Event::Text(t)) => text.push_str(&t),
-                            Some(Event::Done { reason, usage }) => {
-                                end = Some(Closing::Done(reason.finish_reason(), usage));
-                                break;
-                            }
-                            Some(Event::Error(e)) => {
-                                end = Some(Closing::Failed(e));
-                                break;
-                            }
-                            None => {
-                                end = Some(Closing::Failed(ApiError::internal(
-                                    "the engine stopped before the answer was complete",
-                                )));
-                                break;
-                            }
-                        }
-                        match rx.try_recv() {
-                            Ok(event) => next = Some(event),
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Disconnected) => next = None,
-                        }
-                    }
-                    let mut out = Vec::new();
-                    if !text.is_empty() {
-                        out.push(meta.chunk(false, Some(text), None));
-                    }
-                    match end {
-                        None => return Some((out, (rx, meta, Phase::Body))),
-                        Some(Closing::Done(finish, usage)) => {
-                            out.push(meta.chunk(false, None, Some(finish)));
-                            if meta.include_usage {
-                                out.push(meta.usage_chunk(usage));
-                            }
-                        }
-                        Some(Closing::Failed(e)) => out.push(error_event(&e)),
-                    }
-                    out
-                }
+                return Some(out);
+            }
+        }
+        let mut order: Vec<usize> = Vec::new();
+        let mut next = self.events.next().await;
+        let failure = loop {
+            let Some((index, event)) = next else {
+                break Some(ApiError::internal(
+                    "the engine stopped before the answer was complete",
+                ));
             };
-            out.push(done());
-            Some((out, (rx, meta, Phase::Over)))
-        },
-    )
+            if !order.contains(&index) {
+                order.push(index);
+            }
+            if let Err(e) = self.take(index, event) {
+                break Some(e);
+            }
+            if self.choices.iter().all(|c| c.done) {
+                break None;
+            }
+            // Whatever else is ready goes into the same chunks.
+            match self.events.next().now_or_never() {
+                Some(event) => next = event,
+                None => break None,
+            }
+        };
+        self.flush(&order, &mut out);
+        if let Some(e) = failure {
+            out.push(error_event(&e));
+        } else if !self.choices.iter().all(|c| c.done) {
+            return Some(out);
+        } else if self.meta.include_usage {
+            out.push(self.meta.usage_chunk(self.usage));
+        }
+        out.push(done());
+        self.over = true;
+        Some(out)
+    }
+}
+
+/// The SSE response for a request's choices (one receiver each).
+pub fn sse(
+    receivers: Vec<UnboundedReceiver<Event>>,
+    meta: StreamMeta,
+    record: Arc<Record>,
+) -> Response {
+    let n = receivers.len();
+    let events = stream::select_all(receivers.into_iter().enumerate().map(|(index, rx)| {
+        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+            .map(move |e| (index, e))
+            .boxed()
+    }))
+    .boxed();
+    let state = State {
+        events,
+        meta,
+        choices: (0..n).map(|_| ChoiceState::default()).collect(),
+        usage: Usage::new(0, 0),
+        started: false,
+        over: false,
+        _record: record,
+    };
+    let body = stream::unfold(state, |mut state| async move {
+        let events = state.next_events().await?;
+        Some((events, state))
+    })
     .flat_map(|events| stream::iter(events.into_iter().map(Ok::<_, Infallible>)));
-    Sse::new(events)
+    Sse::new(body)
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -92,6 +92,74 @@ r = client.chat.completions.create(
 )
 check("sampling fields accepted", r.choices[0].finish_reason in ("stop", "length"), r)
 
+# Log-probabilities (greedy: the sampled token is the most likely one).
+r = client.chat.completions.create(
+    model=model, messages=chat_messages, temperature=0, max_tokens=want["chat_max_tokens"],
+    logprobs=True, top_logprobs=2,
+)
+content = r.choices[0].logprobs.content
+check("chat logprobs count", len(content) == r.usage.completion_tokens, (len(content), r.usage))
+check("chat logprobs spell the text", "".join(t.token for t in content) == r.choices[0].message.content,
+      [t.token for t in content])
+check("chat top_logprobs", all(len(t.top_logprobs) == 2 and t.top_logprobs[0].token == t.token
+                               and abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6
+                               and t.top_logprobs[1].logprob <= t.logprob <= 0 for t in content), content)
+r = client.completions.create(
+    model=model, prompt=want["text_prompt"], temperature=0, max_tokens=want["text_max_tokens"], logprobs=3
+)
+lp = r.choices[0].logprobs
+check("completion logprobs", "".join(lp.tokens) == r.choices[0].text
+      and len(lp.token_logprobs) == len(lp.tokens) == len(lp.top_logprobs) == len(lp.text_offset)
+      and all(len(m) == 3 and tok in m for m, tok in zip(lp.top_logprobs, lp.tokens)), lp)
+
+# n > 1: independent samples, the prompt counted once.
+r = client.chat.completions.create(
+    model=model, messages=chat_messages, temperature=1.0, seed=3, max_tokens=4, n=3
+)
+check("n=3 choices", [c.index for c in r.choices] == [0, 1, 2], r.choices)
+check("n=3 usage", r.usage.prompt_tokens == want["chat_prompt_tokens"], r.usage)
+texts = {}
+for chunk in client.chat.completions.create(
+    model=model, messages=chat_messages, temperature=1.0, seed=3, max_tokens=4, n=3, stream=True
+):
+    for choice in chunk.choices:
+        texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+check("n=3 streamed like whole", [texts[i] for i in range(3)] == [c.message.content for c in r.choices],
+      (texts, [c.message.content for c in r.choices]))
+
+# Structured output: the client's own parse() with a pydantic model sends a
+# strict json_schema response_format; every choice must parse into it.
+from typing import Literal  # noqa: E402
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=12)
+    age: int = Field(ge=0, le=120)
+    licence: Literal["MIT", "BSD", "GPL"]
+
+
+r = client.chat.completions.parse(
+    model=model, messages=chat_messages, temperature=1.0, seed=4, max_tokens=80, n=2, response_format=Person
+)
+check("parse() json_schema", len(r.choices) == 2 and all(
+    c.finish_reason == "stop" and isinstance(c.message.parsed, Person) for c in r.choices),
+    [c.message.content for c in r.choices])
+r = client.chat.completions.create(
+    model=model, messages=chat_messages, temperature=1.0, max_tokens=120, response_format={"type": "json_object"}
+)
+content = r.choices[0].message.content
+# A random-weight model may write one endless key; a finished answer parses.
+check("json_object", content.startswith("{") and (
+    r.choices[0].finish_reason == "length" or isinstance(json.loads(content), dict)), content)
+
+# Any model name is served (as by llama-server) and echoed.
+r = client.chat.completions.create(
+    model="gpt-3.5-turbo", messages=chat_messages, temperature=0, max_tokens=want["chat_max_tokens"]
+)
+check("any model name", r.model == "gpt-3.5-turbo" and r.choices[0].message.content == want["chat_text"], r)
+
 # Errors come back as the client's typed exceptions.
 def raises(name, exc, **kwargs):
     try:
@@ -105,10 +173,17 @@ def raises(name, exc, **kwargs):
     check(name, False, "no exception")
 
 
-raises("unknown model", openai.NotFoundError, model="no-such-model", messages=chat_messages)
 raises("empty messages", openai.BadRequestError, model=model, messages=[])
-raises("n=2", openai.BadRequestError, model=model, messages=chat_messages, n=2)
+raises("n=0", openai.BadRequestError, model=model, messages=chat_messages, n=0)
+raises("top_logprobs without logprobs", openai.BadRequestError, model=model, messages=chat_messages,
+       top_logprobs=2)
 raises("max_tokens beyond context", openai.BadRequestError, model=model, messages=chat_messages, max_tokens=10**7)
 raises("bad temperature", openai.BadRequestError, model=model, messages=chat_messages, temperature=7)
+try:
+    client.chat.completions.create(model=model, messages=chat_messages, max_tokens="ten")
+    check("type error message", False, "no exception")
+except openai.BadRequestError as e:
+    check("type error message", e.body.get("message") ==
+          "Invalid type for 'max_tokens': expected an integer, but got a string instead.", e.body)
 
 print(f"{passed} passed, 0 failed")

@@ -48,7 +48,9 @@
 //!
 //! **Cancellation.** Every step the engine asks each sink whether its
 //! receiver is gone; such a sequence is dropped at once and its slot is
-//! free for the next job.
+//! free for the next job. The sink still gets an [`Event::Done`] with
+//! [`StopReason::Cancelled`] and the tokens generated, for accounts kept
+//! beside the receiver (the server's request log).
 //!
 //! **Exclusive work.** [`Batcher::run`] runs a closure on the engine thread
 //! between two steps (whole-sequence logits, perplexity), so everything
@@ -73,7 +75,8 @@ pub use channel::{EventReceiver, EventSender, RecvError, channel};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sequence::{GenerationParams, StopReason};
+use crate::logprobs::TokenLogprobs;
+use crate::sequence::{GenerationParams, SequenceOptions, StopReason};
 
 /// How the engine thread batches.
 #[derive(Clone, Debug)]
@@ -126,6 +129,9 @@ pub enum Failure {
 /// What the engine thread tells a job's owner.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// A generated token's log-probabilities, sent (before the step's
+    /// text) for every output token when [`Job::options`] asks for them.
+    Logprobs(TokenLogprobs),
     /// Text that became final.
     Text(String),
     /// The sequence ended; nothing follows.
@@ -211,6 +217,8 @@ pub struct Job {
     pub prompt: Vec<u32>,
     /// What to generate.
     pub params: GenerationParams,
+    /// What to report and obey besides (log-probabilities, grammars).
+    pub options: SequenceOptions,
     /// Where the events go.
     pub sink: Box<dyn Sink>,
     /// Held until the sequence is freed.

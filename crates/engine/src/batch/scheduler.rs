@@ -156,11 +156,13 @@ impl Scheduler {
         }
     }
 
-    /// Frees the slots (and queue places) of receivers that went away.
+    /// Frees the slots (and queue places) of receivers that went away. The
+    /// sink still gets its `Done` with [`StopReason::Cancelled`] and the
+    /// tokens generated, for whoever keeps accounts beside the receiver.
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
             if self.slots[i].as_ref().is_some_and(|r| r.sink.is_closed()) {
-                self.release(i, true);
+                self.finish(i, StopReason::Cancelled);
             }
         }
         self.waiting.retain(|w| !w.job.sink.is_closed());
@@ -195,7 +197,12 @@ impl Scheduler {
                 return;
             };
             self.caches[i].clear();
-            let state = SequenceState::new(self.engine.tokenizer(), &job.prompt, job.params);
+            let state = SequenceState::with_options(
+                self.engine.tokenizer(),
+                &job.prompt,
+                job.params,
+                job.options,
+            );
             self.slots[i] = Some(Running {
                 sink: job.sink,
                 _permit: job.permit,
@@ -332,7 +339,8 @@ impl Scheduler {
         };
         let now = Instant::now();
         let mut generated = 0;
-        let mut ended: Vec<(usize, Option<StopReason>)> = Vec::new();
+        let mut ended: Vec<(usize, StopReason)> = Vec::new();
+        let mut failed: Vec<(usize, String)> = Vec::new();
         for (row, &i) in logits.chunks_exact(self.n_vocab).zip(&owners) {
             let room = self.caches[i].len() < self.n_ctx;
             let Some(r) = self.slots[i].as_mut() else {
@@ -344,6 +352,10 @@ impl Scheduler {
                     .first_token(now.duration_since(r.submitted).as_secs_f64());
             }
             let step = r.state.step(row, room);
+            if let Some(message) = step.error {
+                failed.push((i, message));
+                continue;
+            }
             if step.token.is_some() {
                 generated += 1;
                 if let Some(last) = r.last_token {
@@ -352,16 +364,20 @@ impl Scheduler {
                 }
                 r.last_token = Some(now);
             }
-            if !step.text.is_empty() && !r.sink.send(Event::Text(step.text)) {
-                ended.push((i, None));
+            let listening = match step.logprobs {
+                Some(lp) => r.sink.send(Event::Logprobs(lp)),
+                None => true,
+            };
+            if !listening || (!step.text.is_empty() && !r.sink.send(Event::Text(step.text))) {
+                ended.push((i, StopReason::Cancelled));
                 continue;
             }
             r.pending = step.token;
             match step.finished {
-                Some(reason) => ended.push((i, Some(reason))),
+                Some(reason) => ended.push((i, reason)),
                 // An unfinished step always has a token; without one the
                 // sequence cannot go on.
-                None if step.token.is_none() => ended.push((i, Some(StopReason::Cancelled))),
+                None if step.token.is_none() => ended.push((i, StopReason::Cancelled)),
                 None => {}
             }
         }
@@ -375,12 +391,10 @@ impl Scheduler {
             .sum();
         self.load.kv_tokens.store(held, Ordering::Relaxed);
         for (i, reason) in ended {
-            match reason {
-                Some(reason) => self.finish(i, reason),
-                None => {
-                    self.release(i, true);
-                }
-            }
+            self.finish(i, reason);
+        }
+        for (i, message) in failed {
+            self.fail(i, &message);
         }
     }
 }

@@ -112,6 +112,10 @@ impl TestServer {
             port: 0,
             model_name: "test-model".into(),
             shutdown_grace: Duration::from_secs(5),
+            // The tests set their own limits, and read no request log
+            // unless they ask for one.
+            n_predict: None,
+            log_format: bitnet_server::LogFormat::Off,
             ..ServerConfig::default()
         };
         tweak(&mut config);
