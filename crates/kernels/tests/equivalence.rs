@@ -9,7 +9,7 @@
 
 use bitnet_kernels::dense::{self, DenseMatrix, DenseType};
 use bitnet_kernels::{
-    Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryMatrix, ops,
+    Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout, TernaryMatrix, ops,
 };
 use bitnet_threads::ThreadPool;
 use proptest::prelude::*;
@@ -72,23 +72,68 @@ fn check_ternary(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64, thread
     } else {
         ScaleRule::Divide
     };
-    let w = TernaryMatrix::pack(rows, cols, &values, scales, rule).unwrap();
+    let reference = TernaryMatrix::pack(rows, cols, &values, scales.clone(), rule).unwrap();
     let x = activations(&mut rng, n, cols, 3.0);
     let mut qa = QuantizedActs::new();
     scalar().quantize(&x, n, cols, &mut qa);
     let pool = ThreadPool::new(threads);
     let mut want = vec![0f32; n * rows];
-    scalar().ternary_matmul(&pool, &w, &qa, &mut want);
-    let mut got = vec![f32::NAN; n * rows];
-    k.ternary_matmul(&pool, &w, &qa, &mut got);
-    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            g.to_bits(),
-            e.to_bits(),
-            "{isa}: {rows}x{cols}, {n} tokens: token {} row {}: {g} vs {e}",
-            i / rows,
-            i % rows
-        );
+    scalar().ternary_matmul(&pool, &reference, &qa, &mut want);
+    // Every level reads every layout, and the scalar reference of the
+    // base-3 layout is the reference for all of them.
+    for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+        let w = TernaryMatrix::pack_as(layout, rows, cols, &values, scales.clone(), rule).unwrap();
+        let mut got = vec![f32::NAN; n * rows];
+        k.ternary_matmul(&pool, &w, &qa, &mut got);
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                e.to_bits(),
+                "{isa} {layout:?}: {rows}x{cols}, {n} tokens: token {} row {}: {g} vs {e}",
+                i / rows,
+                i % rows
+            );
+        }
+    }
+}
+
+/// Activations at the int8 extremes (every code ±127) against all-+1 or
+/// all-−1 weights: the largest sums the `i16` accumulators of the AVX2
+/// kernels meet between flushes, in both layouts, GEMV and GEMM.
+fn check_ternary_extremes(isa: Isa) {
+    let Some(k) = kernels(isa) else { return };
+    let pool = ThreadPool::new(1);
+    for (rows, cols, n) in [(16, 2560, 1), (8, 6912, 3), (16, 4096, 2), (16, 640, 9)] {
+        for (w_val, x_val) in [(1i8, -1.0f32), (1, 1.0), (-1, -1.0), (-1, 1.0)] {
+            let values = vec![w_val; rows * cols];
+            let mut qa = QuantizedActs::new();
+            scalar().quantize(&vec![x_val; n * cols], n, cols, &mut qa);
+            let reference =
+                TernaryMatrix::pack(rows, cols, &values, vec![1.0; rows], ScaleRule::Multiply)
+                    .unwrap();
+            let mut want = vec![0f32; n * rows];
+            scalar().ternary_matmul(&pool, &reference, &qa, &mut want);
+            // Σ t·q = ±127·cols exactly (the rule divides by s = 127).
+            assert_eq!(want[0], f32::from(w_val) * x_val * cols as f32);
+            for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+                let w = TernaryMatrix::pack_as(
+                    layout,
+                    rows,
+                    cols,
+                    &values,
+                    vec![1.0; rows],
+                    ScaleRule::Multiply,
+                )
+                .unwrap();
+                let mut got = vec![f32::NAN; n * rows];
+                k.ternary_matmul(&pool, &w, &qa, &mut got);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{isa} {layout:?} {rows}x{cols} n{n} w{w_val} x{x_val}"
+                );
+            }
+        }
     }
 }
 
@@ -505,6 +550,11 @@ macro_rules! isa_suite {
             #[test]
             fn quantize_i8_edges_match_scalar() {
                 check_quantize_i8_edges($isa);
+            }
+
+            #[test]
+            fn ternary_extreme_sums() {
+                check_ternary_extremes($isa);
             }
 
             #[test]

@@ -113,7 +113,7 @@ impl Model {
             file.architecture().unwrap_or("?")
         );
         let src = load::gguf::GgufSource::new(file, opts.tl_tiling.clone());
-        let weights = load::build(&src, &hparams)?;
+        let weights = load::build(&src, &hparams, opts.kernels.ternary_layout())?;
         // Q/K rows were put back in rotate-half order while loading.
         let mut hparams = hparams;
         hparams.rope_style = RopeStyle::Neox;
@@ -124,7 +124,7 @@ impl Model {
     pub fn from_hf(ckpt: HfCheckpoint, opts: &LoadOptions) -> Result<Model> {
         let description = ckpt.label.clone();
         let (src, hparams) = load::hf::HfSource::new(ckpt)?;
-        let weights = load::build(&src, &hparams)?;
+        let weights = load::build(&src, &hparams, opts.kernels.ternary_layout())?;
         Ok(Model::assemble(hparams, weights, opts, description))
     }
 

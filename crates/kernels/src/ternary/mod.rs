@@ -134,10 +134,13 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_two_bit;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
 pub(crate) mod scalar;
+pub mod two_bit;
 
 use std::cell::RefCell;
 
@@ -161,6 +164,42 @@ pub fn padded_cols(cols: usize) -> usize {
 /// Rows after padding to whole blocks.
 pub fn padded_rows(rows: usize) -> usize {
     rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS
+}
+
+/// How a [`TernaryMatrix`] stores its weights. Both layouts use blocks of
+/// 16 rows in 64 bytes, row-block-major, with byte `j` of a block belonging
+/// to row `j / 4` and holding the columns `j % 4 + 4·d` (one "step" of four
+/// columns per digit `d`), so every kernel sees the same operand shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TernaryLayout {
+    /// Five base-3 digits per byte, 1.6 bits per weight (20 columns per
+    /// block): the fewest bytes; for AVX-512 VNNI and the scalar reference.
+    Base3,
+    /// Four 2-bit codes per byte, 2 bits per weight (16 columns per block):
+    /// 25 % more bytes, but one shift and four masks decode 32 bytes, which
+    /// is what AVX2 without VNNI needs to keep up with memory (see
+    /// [`two_bit`]).
+    TwoBit,
+}
+
+impl TernaryLayout {
+    /// Columns per 64-byte block.
+    pub fn block_cols(self) -> usize {
+        match self {
+            TernaryLayout::Base3 => BLOCK_COLS,
+            TernaryLayout::TwoBit => two_bit::BLOCK_COLS,
+        }
+    }
+
+    /// Four-column steps (digits per byte) per block.
+    pub fn steps_per_block(self) -> usize {
+        self.block_cols() / 4
+    }
+
+    /// Bytes of the packed weights of a `rows` × `cols` matrix.
+    pub fn packed_bytes(self, rows: usize, cols: usize) -> usize {
+        padded_rows(rows) / BLOCK_ROWS * cols.div_ceil(self.block_cols()) * BLOCK_BYTES
+    }
 }
 
 /// How a row's scale turns the integer product into the output, matching the
@@ -189,6 +228,7 @@ impl ScaleRule {
 /// A packed ternary matrix (`rows` outputs × `cols` inputs).
 #[derive(Clone, Debug)]
 pub struct TernaryMatrix {
+    layout: TernaryLayout,
     rows: usize,
     cols: usize,
     row_blocks: usize,
@@ -199,8 +239,24 @@ pub struct TernaryMatrix {
 }
 
 impl TernaryMatrix {
-    /// Packs a row-major matrix of `{-1, 0, 1}` values with one scale per row.
+    /// Packs a row-major matrix of `{-1, 0, 1}` values with one scale per
+    /// row in the [`TernaryLayout::Base3`] layout, which every kernel level
+    /// reads ([`crate::Kernels::pack_ternary`] picks the layout a level runs
+    /// fastest).
     pub fn pack(
+        rows: usize,
+        cols: usize,
+        values: &[i8],
+        scales: Vec<f32>,
+        rule: ScaleRule,
+    ) -> Result<TernaryMatrix> {
+        TernaryMatrix::pack_as(TernaryLayout::Base3, rows, cols, values, scales, rule)
+    }
+
+    /// Packs a row-major matrix of `{-1, 0, 1}` values with one scale per
+    /// row in `layout`.
+    pub fn pack_as(
+        layout: TernaryLayout,
         rows: usize,
         cols: usize,
         values: &[i8],
@@ -222,7 +278,7 @@ impl TernaryMatrix {
             });
         }
         let row_blocks = padded_rows(rows) / BLOCK_ROWS;
-        let col_blocks = padded_cols(cols) / BLOCK_COLS;
+        let col_blocks = cols.div_ceil(layout.block_cols());
         let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * BLOCK_BYTES);
         let block_row_bytes = col_blocks * BLOCK_BYTES;
         let mut valid = true;
@@ -233,7 +289,11 @@ impl TernaryMatrix {
         {
             let r0 = rb * BLOCK_ROWS;
             let n = (rows - r0).min(BLOCK_ROWS);
-            valid &= pack_row_block(&values[r0 * cols..(r0 + n) * cols], n, cols, out);
+            let part = &values[r0 * cols..(r0 + n) * cols];
+            valid &= match layout {
+                TernaryLayout::Base3 => pack_row_block(part, n, cols, out),
+                TernaryLayout::TwoBit => two_bit::pack_row_block(part, n, cols, out),
+            };
         }
         if !valid {
             let i = values
@@ -246,6 +306,7 @@ impl TernaryMatrix {
             });
         }
         Ok(TernaryMatrix {
+            layout,
             rows,
             cols,
             row_blocks,
@@ -254,6 +315,11 @@ impl TernaryMatrix {
             scales,
             rule,
         })
+    }
+
+    /// The storage layout.
+    pub fn layout(&self) -> TernaryLayout {
+        self.layout
     }
 
     /// Number of rows (outputs).
@@ -271,7 +337,8 @@ impl TernaryMatrix {
         self.row_blocks
     }
 
-    /// Number of 20-column blocks per row block.
+    /// Number of column blocks (of [`TernaryLayout::block_cols`]) per row
+    /// block.
     pub fn col_blocks(&self) -> usize {
         self.col_blocks
     }
@@ -311,10 +378,10 @@ impl TernaryMatrix {
                 let block = &blocks[cb * BLOCK_BYTES..][..BLOCK_BYTES];
                 for (j, &byte) in block.iter().enumerate() {
                     let r = rb * BLOCK_ROWS + j / 4;
-                    for d in 0..DIGITS {
-                        let c = cb * BLOCK_COLS + j % 4 + 4 * d;
+                    for d in 0..self.layout.steps_per_block() {
+                        let c = cb * self.layout.block_cols() + j % 4 + 4 * d;
                         if r < self.rows && c < self.cols {
-                            out[r * self.cols + c] = decode_digit(byte, d) as i8 - 1;
+                            out[r * self.cols + c] = self.code(byte, d) as i8 - 1;
                         }
                     }
                 }
@@ -323,8 +390,18 @@ impl TernaryMatrix {
         out
     }
 
+    /// Digit `d` of a packed byte in this matrix's layout: the code `t + 1`.
+    #[inline(always)]
+    pub(crate) fn code(&self, byte: u8, d: usize) -> u8 {
+        match self.layout {
+            TernaryLayout::Base3 => decode_digit(byte, d),
+            TernaryLayout::TwoBit => two_bit::decode_code(byte, d),
+        }
+    }
+
     /// Stacks matrices with the same columns and rule into one (rows in
-    /// order): fused Q/K/V or gate/up products that share one quantised input.
+    /// order), in the first one's layout: fused Q/K/V or gate/up products
+    /// that share one quantised input.
     pub fn stack(parts: &[&TernaryMatrix]) -> Result<TernaryMatrix> {
         let first = parts.first().ok_or(Error::Shape {
             what: "stacked matrices",
@@ -348,7 +425,7 @@ impl TernaryMatrix {
             values.extend(p.unpack());
             scales.extend_from_slice(&p.scales);
         }
-        TernaryMatrix::pack(rows, first.cols, &values, scales, first.rule)
+        TernaryMatrix::pack_as(first.layout, rows, first.cols, &values, scales, first.rule)
     }
 }
 
@@ -451,22 +528,26 @@ fn pack_row_fast(row: &[i8], out: &mut [u8], r: usize, n_blocks: usize, bad: &mu
     0
 }
 
+/// Four ternary values as one little-endian word turned into their codes
+/// `t + 1` bytewise; the second word has non-zero bits where a byte was not
+/// in {-1, 0, 1}.
+#[inline(always)]
+pub(crate) fn code_word(v: [i8; 4]) -> (u32, u32) {
+    let x = u32::from_le_bytes(v.map(|b| b as u8));
+    // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
+    let c = ((x & 0x7f7f_7f7f) + 0x0101_0101) ^ ((x ^ 0x0101_0101) & 0x8080_8080);
+    // Anything but 0, 1, 2 in a byte marks the block invalid.
+    (c, (c & 0xfcfc_fcfc) | (c & (c >> 1) & 0x0101_0101))
+}
+
 /// One row's 4 bytes of a 20-column block (see [`pack_row_block`]); returns
 /// non-zero bits if a value is not in {-1, 0, 1}.
 #[inline(always)]
 fn pack4(v: &[i8; BLOCK_COLS], o: &mut [u8; 4]) -> u32 {
     let mut bad = 0u32;
     let mut word = |d: usize| {
-        let x = u32::from_le_bytes([
-            v[4 * d] as u8,
-            v[4 * d + 1] as u8,
-            v[4 * d + 2] as u8,
-            v[4 * d + 3] as u8,
-        ]);
-        // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
-        let c = ((x & 0x7f7f_7f7f) + 0x0101_0101) ^ ((x ^ 0x0101_0101) & 0x8080_8080);
-        // Anything but 0, 1, 2 in a byte marks the block invalid.
-        bad |= (c & 0xfcfc_fcfc) | (c & (c >> 1) & 0x0101_0101);
+        let (c, b) = code_word([v[4 * d], v[4 * d + 1], v[4 * d + 2], v[4 * d + 3]]);
+        bad |= b;
         c
     };
     let n = word(0)

@@ -22,7 +22,7 @@ pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod ternarize;
 
-use bitnet_kernels::{ScaleRule, TernaryMatrix};
+use bitnet_kernels::{ScaleRule, TernaryLayout, TernaryMatrix};
 use rayon::prelude::*;
 
 use crate::config::{HParams, RopeStyle};
@@ -133,7 +133,12 @@ struct Job {
 /// Decodes the parts of `job` (their shapes already checked) into one buffer
 /// and packs it (rows in order: fused Q/K/V or gate/up share one activation
 /// quantisation).
-fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<TernaryMatrix> {
+fn build_matrix(
+    src: &dyn TensorSource,
+    job: &Job,
+    buffers: &Buffers,
+    layout: TernaryLayout,
+) -> Result<TernaryMatrix> {
     let cols = job.cols;
     let rows: usize = job.parts.iter().map(|p| p.1).sum();
     let names: Vec<String> = job
@@ -145,7 +150,7 @@ fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<
     if buf.len() < rows * cols {
         buf.resize(rows * cols, 0);
     }
-    let result = fill_and_pack(src, job, &names, rows, &mut buf[..rows * cols]);
+    let result = fill_and_pack(src, job, &names, rows, &mut buf[..rows * cols], layout);
     buffers.put(buf);
     let m = result?;
     for name in &names {
@@ -180,6 +185,7 @@ fn fill_and_pack(
     names: &[String],
     rows: usize,
     values: &mut [i8],
+    layout: TernaryLayout,
 ) -> Result<TernaryMatrix> {
     let cols = job.cols;
     let mut scales = Vec::with_capacity(rows);
@@ -215,9 +221,11 @@ fn fill_and_pack(
         offset += r;
     }
     let rule = rule.unwrap_or(ScaleRule::Multiply);
-    TernaryMatrix::pack(rows, cols, values, scales, rule).map_err(|source| Error::Kernel {
-        tensor: names[0].clone(),
-        source,
+    TernaryMatrix::pack_as(layout, rows, cols, values, scales, rule).map_err(|source| {
+        Error::Kernel {
+            tensor: names[0].clone(),
+            source,
+        }
     })
 }
 
@@ -241,8 +249,13 @@ fn unpermute_rows(values: &mut [i8], scales: &mut [f32], cols: usize, head_dim: 
     }
 }
 
-/// Loads and checks every tensor the architecture needs.
-pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
+/// Loads and checks every tensor the architecture needs, packing the
+/// ternary matrices in `layout` (the kernels' choice).
+pub(crate) fn build(
+    src: &dyn TensorSource,
+    hp: &HParams,
+    layout: TernaryLayout,
+) -> Result<Weights> {
     let d = hp.n_embd;
     let embd_name = src.name(Role::TokenEmbd, 0);
     expect_shape(src, &embd_name, &[hp.n_vocab, d])?;
@@ -331,7 +344,7 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     let mut mats = jobs
         .par_iter()
         .with_max_len(1)
-        .map(|job| build_matrix(src, job, &buffers))
+        .map(|job| build_matrix(src, job, &buffers, layout))
         .collect::<Result<Vec<_>>>()?
         .into_iter();
     let mut layers = Vec::with_capacity(hp.n_layer);
