@@ -22,7 +22,7 @@ use std::hint::black_box;
 
 use bitnet_kernels::dense::{DenseMatrix, DenseType};
 use bitnet_kernels::{
-    Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout, TernaryMatrix,
+    Isa, Kernels, Q8Acts, Q8KActs, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout, TernaryMatrix,
 };
 use bitnet_threads::ThreadPool;
 use divan::Bencher;
@@ -304,6 +304,26 @@ fn head_q8(b: Bencher, case: &str) {
     b.counter(BytesCount::new(m.size_bytes())).bench_local(|| {
         acts.quantize(black_box(&x), 1, cols);
         k.q8_matmul(&pool, &m, &acts, &mut out)
+    });
+}
+
+/// The Q6_K head as an integer product ([`Kernels::q6k_matmul`]), one
+/// token (including quantising the activations). Counts weight bytes.
+#[divan::bench(args = ["avx2/1t", "avx2/2t", "avx512/1t", "avx512/2t"], sample_count = 10, sample_size = 1)]
+fn head_q6k(b: Bencher, case: &str) {
+    let Some(Case { k, threads, .. }) = parse(&format!("1x1/{case}")) else {
+        return;
+    };
+    let (rows, cols) = (128256, 2560);
+    let bytes = head_bytes(DenseType::Q6K, rows, cols);
+    let m = DenseMatrix::new(DenseType::Q6K, rows, cols, &bytes).unwrap();
+    let x: Vec<f32> = (0..cols).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
+    let pool = ThreadPool::new(threads);
+    let mut acts = Q8KActs::new();
+    let mut out = vec![0f32; rows];
+    b.counter(BytesCount::new(bytes.len())).bench_local(|| {
+        acts.quantize(black_box(&x), 1, cols);
+        k.q6k_matmul(&pool, &m, &acts, &mut out)
     });
 }
 

@@ -10,8 +10,9 @@ use std::sync::OnceLock;
 use bitnet_threads::ThreadPool;
 
 use crate::act::{QuantizedActs, quantize_row};
+use crate::dense::q8k::{self, Q8KActs};
 use crate::dense::q8x::{Q8Acts, Q8Matrix};
-use crate::dense::{self, DenseMatrix};
+use crate::dense::{self, DenseMatrix, DenseType};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 use crate::out::OutRows;
@@ -24,6 +25,7 @@ type TernaryFn = unsafe fn(&TernaryMatrix, &QuantizedActs, &OutRows<'_>, Range<u
 type QuantizeFn = unsafe fn(&[f32], &mut [i8]) -> (f32, i32);
 type DenseFn = unsafe fn(&DenseMatrix<'_>, &[f32], usize, &OutRows<'_>, Range<usize>);
 type Q8Fn = unsafe fn(&Q8Matrix, &Q8Acts, &OutRows<'_>, Range<usize>);
+type Q6kFn = unsafe fn(&DenseMatrix<'_>, &Q8KActs, &OutRows<'_>, Range<usize>);
 
 /// The kernels of one ISA level.
 #[derive(Debug)]
@@ -33,6 +35,7 @@ pub struct Kernels {
     quantize: QuantizeFn,
     dense: DenseFn,
     q8: Q8Fn,
+    q6k: Q6kFn,
     /// The ternary layout this level runs fastest.
     layout: TernaryLayout,
     /// Token counts up to this take the ternary GEMV path, per layout
@@ -74,6 +77,7 @@ impl Kernels {
             quantize: quantize_row,
             dense: scalar_dense,
             q8: dense::q8x::matmul,
+            q6k: q8k::matmul,
             layout: TernaryLayout::Base3,
             gemv_max_tokens: [0, 0],
         };
@@ -89,6 +93,7 @@ impl Kernels {
                 ];
                 table.dense = dense::avx2::matmul;
                 table.q8 = dense::avx2::q8x_matmul;
+                table.q6k = dense::avx2_q6k::matmul;
                 table.quantize = crate::act::avx2::quantize_row;
             }
             Isa::Avx512 => {
@@ -99,6 +104,7 @@ impl Kernels {
                 ];
                 table.dense = dense::avx512::matmul;
                 table.q8 = dense::avx512::q8x_matmul;
+                table.q6k = dense::avx2_q6k::matmul;
                 table.quantize = crate::act::avx512::quantize_row;
             }
         }
@@ -250,6 +256,28 @@ impl Kernels {
         pool.for_each_chunk(w.rows(), chunk, |_, range| {
             // SAFETY: as in `ternary_matmul`.
             unsafe { f(w, x, n_tokens, &out, range) };
+        });
+    }
+
+    /// The integer Q6_K head product (see [`dense::q8k`]): `w` read in
+    /// place, `x` quantised with [`Q8KActs::quantize`]; `out` is
+    /// `x.n_tokens() × w.rows()`. Split across the pool by runs of 16 rows.
+    pub fn q6k_matmul(&self, pool: &ThreadPool, w: &DenseMatrix<'_>, x: &Q8KActs, out: &mut [f32]) {
+        assert_eq!(
+            w.ty(),
+            DenseType::Q6K,
+            "the integer head product reads Q6_K"
+        );
+        assert_eq!(x.cols(), w.cols(), "activation width must match the matrix");
+        let out = OutRows::new(out, x.n_tokens(), w.rows());
+        let f = self.q6k;
+        let chunk = w
+            .rows()
+            .div_ceil(pool.n_threads() * CLAIMS_PER_THREAD)
+            .next_multiple_of(16);
+        pool.for_each_chunk(w.rows(), chunk, |_, range| {
+            // SAFETY: as in `ternary_matmul`.
+            unsafe { f(w, x, &out, range) };
         });
     }
 

@@ -62,6 +62,7 @@ pub mod ternary;
 
 pub use act::QuantizedActs;
 pub use aligned::AlignedBytes;
+pub use dense::q8k::Q8KActs;
 pub use dense::q8x::{Q8Acts, Q8Matrix};
 pub use dense::{DenseMatrix, DenseType};
 pub use dispatch::{KERNEL_ENV, Kernels};

@@ -9,7 +9,8 @@
 
 use bitnet_kernels::dense::{self, DenseMatrix, DenseType};
 use bitnet_kernels::{
-    Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout, TernaryMatrix, ops,
+    Isa, Kernels, Q8Acts, Q8KActs, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout,
+    TernaryMatrix, ops,
 };
 use bitnet_threads::ThreadPool;
 use proptest::prelude::*;
@@ -256,6 +257,49 @@ fn check_q8(isa: Isa, ty: DenseType, rows: usize, cols: usize, n: usize, seed: u
 
 /// A case where cancellation makes the product small against its terms
 /// (found by proptest; a bound relative to the result rejected it).
+/// The integer Q6_K head: bit-identical to its scalar reference, and the
+/// f32 head (`dense_matmul` of the same Q6_K bytes) up to the rounding of
+/// the activations to int8 per 256-value block: at most `|w|·d_x/2` per
+/// value, plus float rounding.
+fn check_q6k(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64) {
+    let Some(k) = kernels(isa) else { return };
+    let mut rng = Rng(seed);
+    let bytes = dense_bytes(DenseType::Q6K, rows, cols, &mut rng);
+    let m = DenseMatrix::new(DenseType::Q6K, rows, cols, &bytes).unwrap();
+    let mut x = activations(&mut rng, n, cols, 3.0);
+    if seed.is_multiple_of(3) {
+        x[..256].iter_mut().for_each(|v| *v = 0.0);
+    }
+    let mut qa = Q8KActs::new();
+    qa.quantize(&x, n, cols);
+    let pool = ThreadPool::new(2);
+    let mut want = vec![0f32; n * rows];
+    scalar().q6k_matmul(&pool, &m, &qa, &mut want);
+    let mut got = vec![f32::NAN; n * rows];
+    k.q6k_matmul(&pool, &m, &qa, &mut got);
+    assert_eq!(bits(&got), bits(&want), "{isa} q6k {rows}x{cols} n{n}");
+    let mut exact = vec![0f32; n * rows];
+    scalar().dense_matmul(&pool, &m, &x, n, &mut exact);
+    let mut w = vec![0f32; cols];
+    for r in 0..rows {
+        m.dequantize_row(r, &mut w);
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            let (mut bound, mut mag) = (0f32, 0f32);
+            for (b, (wb, xb)) in w.chunks(256).zip(xt.chunks(256)).enumerate() {
+                let d = qa.scales(t)[b];
+                bound += wb.iter().map(|v| v.abs()).sum::<f32>() * d / 2.0;
+                mag += wb.iter().zip(xb).map(|(a, b)| (a * b).abs()).sum::<f32>();
+            }
+            let (g, e) = (got[t * rows + r], exact[t * rows + r]);
+            assert!(
+                (g - e).abs() <= bound * 1.0001 + 1e-5 * mag + 1e-30,
+                "{isa} q6k vs f32 {rows}x{cols} t{t} r{r}: {g} vs {e}, bound {bound}"
+            );
+        }
+    }
+}
+
 #[test]
 fn q8_head_bound_holds_under_cancellation() {
     check_q8(Isa::Scalar, DenseType::Q8_0, 1, 32, 1, 10024187561533712331);
@@ -529,6 +573,11 @@ macro_rules! isa_suite {
                     rows in 1usize..60, blocks in 1usize..6, n in 1usize..8, seed: u64,
                 ) {
                     check_q8($isa, ty, rows, 32 * blocks, n, seed);
+                }
+
+                #[test]
+                fn q6k_head_matches_scalar(rows in 1usize..40, blocks in 1usize..4, n in 1usize..6, seed: u64) {
+                    check_q6k($isa, rows, 256 * blocks, n, seed);
                 }
 
                 #[test]

@@ -38,9 +38,12 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_q6k;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 pub mod q6_k;
 pub mod q8_0;
+pub mod q8k;
 pub mod q8x;
 pub(crate) mod scalar;
 
