@@ -10,7 +10,7 @@
 //! bytes, one `vpmaddwd` applies the 16-value group scales, and the float
 //! work is one FMA per 256 weights and row.
 //!
-//! **Arithmetic** (the scalar reference [`matmul`], which every SIMD level
+//! **Arithmetic** (the scalar reference `matmul`, which every SIMD level
 //! matches bit for bit): for row `r`, token `t` and block `b`,
 //! `isum = Σ_g sc_g · Σ_{k ∈ g} (q_k − 32) · q_x,k` exactly in `i32` (at most
 //! 256 · 32 · 127 · 128 < 2^31), then `acc = (d_w · d_x).mul_add(isum as

@@ -3,8 +3,10 @@
 //!
 //! Every source format (I2_S, TL1, TL2, TQ1_0, TQ2_0, Hugging Face packed,
 //! bf16 masters) is decoded to a plain `{-1, 0, +1}` matrix by the format
-//! layer and packed here, once, at load time. The layout is chosen for the
-//! kernels, not for any file:
+//! layer and packed here, once, at load time, in the layout the kernel level
+//! runs fastest ([`crate::Kernels::pack_ternary`]). The layouts are chosen
+//! for the kernels, not for any file. The base-3 one
+//! ([`TernaryLayout::Base3`]):
 //!
 //! * **1.6 bits per weight.** Five ternary digits share one byte, stored as
 //!   the fixed-point fraction `ceil(n · 256 / 243)` of their base-3 value `n`
@@ -32,6 +34,17 @@
 //!   1 (`t = 0`) and the activations are zero-padded, so padding never
 //!   contributes.
 //!
+//! **The 2-bit layout for AVX2** ([`TernaryLayout::TwoBit`], [`two_bit`]):
+//! the same blocks of 16 rows and the same byte-to-row mapping, but four
+//! 2-bit codes per byte (16 columns per block). Without VNNI, turning base-3
+//! digits into codes costs more vector operations than the 20 % of bytes it
+//! saves: the AVX2 GEMV on the base-3 layout streams about a third of what a
+//! core reads (6.2 GB/s on a Zen 2, 10.4 of 33 on a Zen 5), the 2-bit one is
+//! decoded by a shift and four masks per 32 bytes and keeps up with memory
+//! (measurements below; the reasoning in [`two_bit`]). Every level reads
+//! both layouts (a 2-bit matrix on the AVX-512 level runs the AVX2 kernels),
+//! so the choice only ever costs speed, never correctness.
+//!
 //! Scales are per output row (one per tensor in every real format; per row
 //! makes fused Q/K/V and gate/up matrices possible), applied by a
 //! [`ScaleRule`] that reproduces the source format's arithmetic. Every SIMD
@@ -47,7 +60,9 @@
 //!   tokens the AVX-512 kernel skips digit extraction altogether: since
 //!   `3·q_d = 256·digit_d + q_{d+1}`, the digit planes themselves go into
 //!   `vpdpbusd` and one shift at the end recovers `Σ digit·q` (see
-//!   `avx512::gemv_linear`). That took one core from 19 to 33 GB/s.
+//!   `avx512::gemv_linear`). That took one core from 19 to 33 GB/s. (The
+//!   identity does not help `vpmaddubsw`, which saturates on plane bytes up
+//!   to 255: hence the 2-bit layout on AVX2, see `avx2_two_bit`.)
 //! * **GEMM** (prompt processing): a run of columns of one row block is
 //!   decoded into a thread-local panel of codes (16 bytes per column, at most
 //!   40 KB on AVX-512 / 32 KB on AVX2, so it stays in L1 together with the
@@ -59,7 +74,8 @@
 //!   in column chunks with partial sums parked in the panel buffer. Threads
 //!   claim row blocks dynamically. (Two row blocks per tile, which halves the
 //!   activation loads, made LLVM keep the 24 accumulators on the stack and
-//!   ran 2.7× slower.)
+//!   ran 2.7× slower.) The panel format is the same for both layouts (step
+//!   `s` = columns `4s..4s+4` of 16 rows), so one micro-kernel serves both.
 //!
 //! # Lookup tables: tried, not kept
 //!
