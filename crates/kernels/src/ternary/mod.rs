@@ -109,37 +109,55 @@
 //! bench -p bitnet-kernels --bench kernels` and
 //! `examples/{probe,decode_probe}.rs`.
 //!
-//! GEMV, one token, GB/s of packed weights (1.6 bits/weight):
+//! GEMV, one token, GB/s of packed weights (base-3 layout on AVX-512; on
+//! AVX2 the 2-bit layout it runs now, and in brackets the base-3 layout it
+//! ran before, which also means 25 % fewer weights per byte):
 //!
-//! | shape              | AVX-512 1t | AVX-512 2t | AVX2 1t | AVX2 2t | scalar |
-//! |--------------------|-----------:|-----------:|--------:|--------:|-------:|
-//! | 640×2560 (K, V)    | 32.9       | 60.3       | 9.2     |         |        |
-//! | 2560×2560 (Q, O)   | 33.3       | 65.3       | 9.3     | 18.3    | 0.30   |
-//! | 3840×2560 (QKV)    |            | 64.5       |         |         |        |
-//! | 13824×2560 (g/u)   | 32.3       | 63.7       | 9.1     | 18.0    |        |
-//! | 2560×6912 (down)   | 32.9       | 64.5       | 9.2     | 17.9    |        |
-//! | 30 layers, 417 MB  | 25.9       | **39.3**   | 8.3     | 15.8    |        |
+//! | shape              | AVX-512 1t | AVX-512 2t | AVX2 1t      | AVX2 2t      | scalar |
+//! |--------------------|-----------:|-----------:|-------------:|-------------:|-------:|
+//! | 640×2560 (K, V)    | 32.9       | 60.3       | 36.7 (10.2)  |              |        |
+//! | 2560×2560 (Q, O)   | 33.3       | 65.3       | 36.6 (10.2)  | 72.3 (20.5)  | 0.30   |
+//! | 3840×2560 (QKV)    |            | 64.5       |              |              |        |
+//! | 13824×2560 (g/u)   | 32.3       | 63.7       | 37.5 (10.0)  | 61.5 (20.2)  |        |
+//! | 2560×6912 (down)   | 32.9       | 64.5       | 37.6 (10.1)  | 72.1 (19.8)  |        |
+//! | 30 layers, DRAM    | 25.9       | **39.3**   | 27.4 (8.9)   | 39.7 (16.0)  |        |
 //!
-//! The single matrices sit in L3; the 30-layer row is a real decode step
-//! from DRAM: 10.7 ms per token for all ternary weights of 2B-4T on two
-//! cores, 16.2 ms on one. (One 82 MB matrix streams at 54 GB/s on two
-//! cores; between the 120 products of a token the threads lose a few
-//! microseconds each to the hand-over and the tail of the last run.)
+//! In multiply-accumulates (one core, L3-resident, quiet machine, fastest
+//! of 100): the AVX2 GEMV does 146–150 GMAC/s on the 2-bit layout against
+//! 50–51 on the base-3 one, the AVX-512 GEMV 181. Instructions per weight
+//! (valgrind, 2560×2560): AVX2 base-3 0.375 (1.87 per byte), AVX2 2-bit
+//! 0.159 (0.63 per byte). The 30 layers are 417 MB in the base-3 layout,
+//! 521 MB in the 2-bit one: per token 19.1 ms on one core and 13.2 ms on
+//! two with AVX2 (47.0 and 26.2 ms before), 14.9 and 10.3 ms with AVX-512.
+//! On this machine both are near the memory ceiling; on an AVX2-only Zen 2
+//! (14 GB/s per core, issue 13) the base-3 AVX2 GEMV was compute-bound at
+//! 6.2 GB/s, and the 2-bit one, with 2.4× fewer instructions per weight,
+//! has the margin to reach memory speed there.
 //!
 //! GEMV/GEMM switch. AVX-512, 2560×2560, two threads, µs per product: 21,
 //! 31, 39, 49, 59, 80 for 1, 2, 3, 4, 6, 8 tokens (GEMV), 131, 185, 288 for
 //! 12, 16, 32 (GEMM). One thread: the GEMM path takes 173 µs at 5 and 215
 //! at 9 tokens (its panel decode costs about one GEMV), the GEMV 166 at 8,
-//! so GEMV serves up to 8 tokens. On AVX2 the GEMM path wins from 3.
+//! so GEMV serves up to 8 tokens. On AVX2 (2-bit layout) the GEMM path
+//! wins from 3 (see `avx2_two_bit::GEMV_MAX_TOKENS`).
 //!
 //! GEMM, 128 tokens, GMAC/s:
 //!
 //! | shape        | AVX-512 1t | AVX-512 2t | AVX2 1t | AVX2 2t | scalar 1t |
 //! |--------------|-----------:|-----------:|--------:|--------:|----------:|
-//! | 2560×2560    | 410        | 752        | 189     | 345     | 1.45      |
+//! | 2560×2560    | 410        | 752        | 215     | 429     | 1.45      |
 //! | 3840×2560    |            | 788        |         |         |           |
-//! | 13824×2560   | 372        | 737        |         | 354     |           |
-//! | 2560×6912    | 376        | 725        | 192     | 359     |           |
+//! | 13824×2560   | 372        | 737        |         | 405     |           |
+//! | 2560×6912    | 376        | 725        | 192     | 414     |           |
+//!
+//! (AVX2 columns re-measured on a quiet machine with the 2-bit layout;
+//! the base-3 layout gives the same GEMM speed, 213 GMAC/s on one core,
+//! since the panel decode is a small share. The micro-kernel is at the
+//! `vpmaddubsw` + `vpaddw` ceiling of 16 multiply-accumulates per
+//! instruction; an exact lookup-table GEMM needs 16-bit table entries and,
+//! counted, no fewer instructions per multiply-accumulate. It might still
+//! win where `vpmaddubsw` has a single port (Zen 2), the lookups going to
+//! the shuffle ports: not built, not measured.)
 //!
 //! The whole prompt step of 2B-4T's ternary layers (30 × QKV, O, gate/up,
 //! down for 128 tokens: 267 G MAC, activation quantisation included,
