@@ -7,8 +7,10 @@
 //! of that exact shape built in memory with seeded random weights, so no
 //! download is needed; `--head-type` picks its embedding/head format. Load
 //! time, time to first token and peak resident memory go to stderr (and the
-//! peak into the JSON). The kernel level is the best the CPU has unless
-//! `BITNET_KERNEL` says otherwise.
+//! peak into the JSON). Each row also gives the CPU seconds per token: the
+//! user and system time of the whole process (`cpu_s_per_token` and
+//! `samples_cpu_ns` in the JSON). The kernel level is the best the CPU has
+//! unless `BITNET_KERNEL` says otherwise.
 
 use anyhow::{Context, bail};
 use bitnet_engine::bench::{self, BenchModel, BenchOptions, BenchResult};
@@ -146,12 +148,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         mib(memory::peak_rss().unwrap_or(0)),
     );
     let markdown = args.output == Output::Md;
+    let width = bench::model_width(&bm.model_type);
     if markdown {
-        println!("{}", bench::table_header());
+        println!("{}", bench::table_header(width));
     }
     let results: Vec<BenchResult> = bench::run(&bm, &opts, &mut |r| {
         if markdown {
-            println!("{}", bench::table_row(r));
+            println!("{}", bench::table_row(r, width));
         }
     })?;
     if !markdown {

@@ -1,6 +1,7 @@
 //! `bitnet bench`: the JSON output has llama-bench's fields with the right
 //! types, the markdown table its columns, and shapes that cannot fit are
-//! refused with their sizes. (Structure only: timings are never asserted.)
+//! refused with their sizes. (Timings are never asserted, only their
+//! consistency: CPU time within threads × wall time.)
 
 mod common;
 
@@ -40,6 +41,46 @@ fn json_output_has_llama_bench_fields() {
     }
 }
 
+/// CPU seconds per token: one CPU-time sample per repetition, each within
+/// what the pool's threads can burn in the repetition's wall time (this
+/// process runs nothing else), and the reported mean consistent with them.
+#[test]
+fn cpu_time_per_token_is_reported_and_bounded() {
+    let out = ok(bitnet().args([
+        "bench", "-m", "builtin", "-p", "32", "-n", "16", "-r", "2", "-t", "1,2", "-o", "json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let tests = v.as_array().expect("a JSON array");
+    assert_eq!(tests.len(), 4);
+    for t in tests {
+        let threads = t["n_threads"].as_u64().unwrap() as f64;
+        let n = (t["n_prompt"].as_u64().unwrap() + t["n_gen"].as_u64().unwrap()) as f64;
+        let wall: Vec<f64> = t["samples_ns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap() as f64)
+            .collect();
+        let cpu: Vec<f64> = t["samples_cpu_ns"]
+            .as_array()
+            .expect("samples_cpu_ns")
+            .iter()
+            .map(|s| s.as_u64().unwrap() as f64)
+            .collect();
+        assert_eq!(cpu.len(), wall.len(), "{t}");
+        for (c, w) in cpu.iter().zip(&wall) {
+            assert!(*c > 0.0, "{t}");
+            assert!(
+                *c <= threads * w * 1.1 + 20e6,
+                "cpu {c} ns > {threads} x wall {w} ns: {t}"
+            );
+        }
+        let want = cpu.iter().sum::<f64>() / cpu.len() as f64 / n * 1e-9;
+        let got = t["cpu_s_per_token"].as_f64().expect("cpu_s_per_token");
+        assert!((got - want).abs() <= 1e-9 * want + 1e-15, "{got} vs {want}");
+    }
+}
+
 #[test]
 fn markdown_table_and_kernel_knob() {
     let out = ok(bitnet().env("BITNET_KERNEL", "scalar").args([
@@ -48,6 +89,7 @@ fn markdown_table_and_kernel_knob() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].contains("model") && lines[0].contains("t/s") && lines[0].contains("threads"));
+    assert!(lines[0].contains("CPU s/tok"), "{stdout}");
     assert_eq!(lines.len(), 2 + 4, "{stdout}");
     assert!(lines[2].contains("pp4") && lines[3].contains("tg2") && lines[4].contains("pp4"));
     assert!(stdout.contains("CPU (scalar)"), "{stdout}");

@@ -16,8 +16,10 @@
 //! standard deviation of the per-repetition tokens/s, with llama-bench's JSON
 //! field names (`n_prompt`, `n_gen`, `n_threads`, `avg_ts`, `stddev_ts`,
 //! `model_size`, `model_n_params`, `samples_ts`, ...) plus what matters for
-//! a ternary engine: the kernel level that ran and the process's peak
-//! resident memory.
+//! a ternary engine: the kernel level that ran, the process's peak resident
+//! memory and its CPU time per token (user + system time of the whole
+//! process over each repetition, from `getrusage`, divided by the tokens:
+//! the energy proxy; spinning pool threads count, as they burn power).
 //!
 //! Models come from a file (anything `-m` accepts) or from a built-in shape
 //! filled with random weights ([`bitnet_model::random`]); a shape is checked
@@ -138,6 +140,36 @@ pub struct BenchResult {
     /// Peak resident memory of the process so far (VmHWM), bytes; 0 where
     /// the OS does not say.
     pub peak_rss_bytes: u64,
+    /// CPU time (user + system, all threads of the process) of each
+    /// repetition, ns; empty where the OS does not say.
+    pub samples_cpu_ns: Vec<u64>,
+    /// Mean CPU seconds per token over the repetitions (0 where the OS does
+    /// not say).
+    pub cpu_s_per_token: f64,
+}
+
+/// CPU time (user + system) this process has used so far, all threads;
+/// `None` where the OS does not say.
+pub fn process_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a whole `rusage` into the pointer, which
+        // is valid for it; on failure the value is not read.
+        let usage = unsafe {
+            if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+                return None;
+            }
+            usage.assume_init()
+        };
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Some(time(usage.ru_utime) + time(usage.ru_stime))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// A model ready to benchmark, with what the report says about it.
@@ -404,15 +436,29 @@ pub fn run(
                 r.generate(1)?;
             }
             let mut samples_ns = Vec::with_capacity(opts.reps);
+            let mut samples_cpu_ns = Vec::with_capacity(opts.reps);
             for _ in 0..opts.reps {
+                let cpu = process_cpu_time();
                 let t = if n_prompt > 0 {
                     r.prompt(n_prompt, opts.n_batch)?
                 } else {
                     r.generate(n_gen)?
                 };
                 samples_ns.push(t.as_nanos().max(1) as u64);
+                if let (Some(a), Some(b)) = (cpu, process_cpu_time()) {
+                    samples_cpu_ns.push(b.saturating_sub(a).as_nanos() as u64);
+                }
+            }
+            if samples_cpu_ns.len() != samples_ns.len() {
+                samples_cpu_ns.clear();
             }
             let n_tokens = (n_prompt + n_gen) as f64;
+            let cpu_s_per_token = if samples_cpu_ns.is_empty() {
+                0.0
+            } else {
+                samples_cpu_ns.iter().sum::<u64>() as f64 / samples_cpu_ns.len() as f64 / n_tokens
+                    * 1e-9
+            };
             let samples_ts: Vec<f64> = samples_ns
                 .iter()
                 .map(|&ns| n_tokens * 1e9 / ns as f64)
@@ -442,6 +488,8 @@ pub fn run(
                 samples_ns,
                 samples_ts,
                 peak_rss_bytes: peak_rss().unwrap_or(0),
+                samples_cpu_ns,
+                cpu_s_per_token,
             };
             on_result(&result);
             results.push(result);
@@ -473,10 +521,17 @@ pub fn first_token(model: &Model, threads: usize, kv: KvType) -> Result<Duration
     Ok(t.elapsed())
 }
 
-/// The markdown table's header (llama-bench's columns).
-pub fn table_header() -> String {
+/// Width of the model column for a model description: llama-bench's 40, or
+/// more for a longer description (the built-in shapes' run to 43).
+pub fn model_width(model_type: &str) -> usize {
+    model_type.chars().count().max(40)
+}
+
+/// The markdown table's header (llama-bench's columns, then CPU seconds per
+/// token), with a model column `model_width` wide (see [`model_width`]).
+pub fn table_header(model_width: usize) -> String {
     format!(
-        "| {:<40} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} |\n|{:-<42}|{:->12}|{:->10}|{:-<16}|{:->9}|{:->8}|{:->22}|",
+        "| {:<mw$} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} | {:>9} |\n|{:-<dw$}|{:->12}|{:->10}|{:-<16}|{:->9}|{:->8}|{:->22}|{:->11}|",
         "model",
         "size",
         "params",
@@ -484,27 +539,39 @@ pub fn table_header() -> String {
         "threads",
         "test",
         "t/s",
+        "CPU s/tok",
         ":",
         ":",
         ":",
         ":",
         ":",
         ":",
-        ":"
+        ":",
+        ":",
+        mw = model_width,
+        dw = model_width + 2,
     )
 }
 
-/// One markdown row.
-pub fn table_row(r: &BenchResult) -> String {
+/// One markdown row (model column `model_width` wide).
+pub fn table_row(r: &BenchResult, model_width: usize) -> String {
     format!(
-        "| {:<40} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} |",
+        "| {:<mw$} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} | {:>9} |",
         r.model_type,
         human_bytes(r.model_size),
         human_params(r.model_n_params),
         format!("CPU ({})", r.kernel),
         r.n_threads,
         r.test,
-        format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts)
+        format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
+        if r.samples_cpu_ns.is_empty() {
+            "-".to_string()
+        } else if r.cpu_s_per_token >= 1e-3 {
+            format!("{:.4}", r.cpu_s_per_token)
+        } else {
+            format!("{:.2e}", r.cpu_s_per_token)
+        },
+        mw = model_width,
     )
 }
 
@@ -557,7 +624,69 @@ mod tests {
         }
         assert_eq!(arr[0]["n_prompt"], 8);
         assert_eq!(arr[1]["n_gen"], 4);
-        assert!(table_row(&results[0]).contains("pp8"));
+        assert!(table_row(&results[0], 40).contains("pp8"));
+        // CPU time per token: one sample per repetition, and the mean is
+        // their mean over the tokens. (Bounds against the wall time are
+        // checked in a process of its own, `cli/tests/bench.rs`: here other
+        // tests run in the same process.)
+        for (o, r) in arr.iter().zip(&results) {
+            let samples = o["samples_cpu_ns"].as_array().unwrap();
+            assert_eq!(samples.len(), 2);
+            assert!(samples.iter().all(|s| s.as_u64().is_some_and(|n| n > 0)));
+            let n = (r.n_prompt + r.n_gen) as f64;
+            let want = r.samples_cpu_ns.iter().sum::<u64>() as f64 / 2.0 / n * 1e-9;
+            let got = o["cpu_s_per_token"].as_f64().unwrap();
+            assert!((got - want).abs() <= 1e-12 + 1e-9 * want, "{got} vs {want}");
+        }
+    }
+
+    /// The table stays aligned when a model description is longer than
+    /// llama-bench's 40-character column (the 2B-4T shape with a Q6_K head
+    /// is 42).
+    #[test]
+    fn long_model_names_keep_the_table_aligned() {
+        let long = "bitnet-b1.58 2.41B Q6_K head (random 2b4t)";
+        let r = BenchResult {
+            model_type: long.into(),
+            model_size: 758 << 20,
+            model_n_params: 2_410_000_000,
+            kernel: "avx512".into(),
+            n_threads: 2,
+            n_batch: 512,
+            type_kv: "f16".into(),
+            n_prompt: 0,
+            n_gen: 64,
+            test: "tg64".into(),
+            avg_ns: 1,
+            stddev_ns: 0,
+            avg_ts: 33.25,
+            stddev_ts: 1.5,
+            samples_ns: vec![1],
+            samples_ts: vec![33.25],
+            peak_rss_bytes: 0,
+            samples_cpu_ns: vec![3_900_000_000],
+            cpu_s_per_token: 0.0609,
+        };
+        let w = model_width(long);
+        assert_eq!(w, 42);
+        let header = table_header(w);
+        let row = table_row(&r, w);
+        let widths: Vec<usize> = header
+            .lines()
+            .chain([row.as_str()])
+            .map(|l| l.chars().count())
+            .collect();
+        assert!(widths.iter().all(|&n| n == widths[0]), "{header}\n{row}");
+        // Every column boundary in the same place.
+        let bars = |l: &str| -> Vec<usize> {
+            l.chars()
+                .enumerate()
+                .filter(|&(_, c)| c == '|')
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(bars(&row), bars(header.lines().next().unwrap()));
+        assert!(row.contains(long) && row.contains("0.0609"), "{row}");
     }
 
     #[test]

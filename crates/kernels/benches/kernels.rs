@@ -1,7 +1,11 @@
 //! Kernel micro-benchmarks at the BitNet b1.58 2B-4T shapes.
 //!
 //! Run with `cargo bench -p bitnet-kernels --bench kernels`; pick a subset with
-//! a filter (`-- ternary_gemv`). Cases are named `shape/isa/threads`.
+//! a filter (`-- ternary_gemv`). Cases are named `shape/isa/threads`, with
+//! the ternary weights in the layout the level prefers
+//! ([`Kernels::ternary_layout`]: 2-bit on AVX2, base-3 elsewhere); a
+//! `/base3` suffix forces the 1.6-bit layout (the AVX2 level before it had
+//! its own).
 //! Throughput: GEMV and head cases count the weight bytes streamed (so the
 //! figure compares directly with `stream_read`, the memory-bandwidth
 //! ceiling); GEMM cases count multiply-accumulates (items/s = MAC/s).
@@ -17,7 +21,9 @@
 use std::hint::black_box;
 
 use bitnet_kernels::dense::{DenseMatrix, DenseType};
-use bitnet_kernels::{Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryMatrix};
+use bitnet_kernels::{
+    Isa, Kernels, Q8Acts, Q8KActs, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout, TernaryMatrix,
+};
 use bitnet_threads::ThreadPool;
 use divan::Bencher;
 use divan::counter::{BytesCount, ItemsCount};
@@ -39,7 +45,7 @@ impl Rng {
     }
 }
 
-fn ternary(rows: usize, cols: usize, seed: u64) -> TernaryMatrix {
+fn ternary(rows: usize, cols: usize, seed: u64, layout: TernaryLayout) -> TernaryMatrix {
     let mut rng = Rng(seed);
     let mut values = Vec::with_capacity(rows * cols);
     while values.len() < rows * cols {
@@ -52,7 +58,15 @@ fn ternary(rows: usize, cols: usize, seed: u64) -> TernaryMatrix {
             }
         }
     }
-    TernaryMatrix::pack(rows, cols, &values, vec![1.0; rows], ScaleRule::Multiply).unwrap()
+    TernaryMatrix::pack_as(
+        layout,
+        rows,
+        cols,
+        &values,
+        vec![1.0; rows],
+        ScaleRule::Multiply,
+    )
+    .unwrap()
 }
 
 fn acts(n: usize, cols: usize, k: &Kernels) -> QuantizedActs {
@@ -65,34 +79,51 @@ fn acts(n: usize, cols: usize, k: &Kernels) -> QuantizedActs {
     q
 }
 
-/// `shape/isa/threads` → (rows, cols, kernels, threads).
-fn parse(case: &str) -> Option<(usize, usize, &'static Kernels, usize)> {
+/// A parsed case: `shape/isa/threads[/base3]`.
+struct Case {
+    rows: usize,
+    cols: usize,
+    k: &'static Kernels,
+    threads: usize,
+    layout: TernaryLayout,
+}
+
+fn parse(case: &str) -> Option<Case> {
     let mut parts = case.split('/');
     let (shape, isa, threads) = (parts.next()?, parts.next()?, parts.next()?);
     let (r, c) = shape.split_once('x')?;
     let k = Kernels::for_isa(Isa::from_name(isa)?)?;
-    Some((
-        r.parse().ok()?,
-        c.parse().ok()?,
+    let layout = match parts.next() {
+        Some("base3") => TernaryLayout::Base3,
+        _ => k.ternary_layout(),
+    };
+    Some(Case {
+        rows: r.parse().ok()?,
+        cols: c.parse().ok()?,
         k,
-        threads.trim_end_matches('t').parse().ok()?,
-    ))
+        threads: threads.trim_end_matches('t').parse().ok()?,
+        layout,
+    })
 }
 
 const GEMV_CASES: &[&str] = &[
     "2560x2560/scalar/1t",
+    "2560x2560/avx2/1t/base3",
     "2560x2560/avx2/1t",
     "2560x2560/avx512/1t",
     "2560x2560/avx2/2t",
     "2560x2560/avx512/2t",
+    "640x2560/avx2/1t/base3",
     "640x2560/avx2/1t",
     "640x2560/avx512/1t",
     "640x2560/avx512/2t",
     "3840x2560/avx512/2t",
+    "13824x2560/avx2/1t/base3",
     "13824x2560/avx2/1t",
     "13824x2560/avx512/1t",
     "13824x2560/avx2/2t",
     "13824x2560/avx512/2t",
+    "2560x6912/avx2/1t/base3",
     "2560x6912/avx2/1t",
     "2560x6912/avx512/1t",
     "2560x6912/avx2/2t",
@@ -102,10 +133,17 @@ const GEMV_CASES: &[&str] = &[
 /// One token: a decode step's product. Counts packed weight bytes.
 #[divan::bench(args = GEMV_CASES)]
 fn ternary_gemv(b: Bencher, case: &str) {
-    let Some((rows, cols, k, threads)) = parse(case) else {
+    let Some(Case {
+        rows,
+        cols,
+        k,
+        threads,
+        layout,
+    }) = parse(case)
+    else {
         return;
     };
-    let w = ternary(rows, cols, 1);
+    let w = ternary(rows, cols, 1, layout);
     let x = acts(1, cols, k);
     let pool = ThreadPool::new(threads);
     let mut out = vec![0f32; rows];
@@ -115,6 +153,7 @@ fn ternary_gemv(b: Bencher, case: &str) {
 
 const GEMM_CASES: &[&str] = &[
     "2560x2560/scalar/1t",
+    "2560x2560/avx2/1t/base3",
     "2560x2560/avx2/1t",
     "2560x2560/avx512/1t",
     "2560x2560/avx2/2t",
@@ -132,11 +171,18 @@ const GEMM_CASES: &[&str] = &[
 /// 128 tokens: prompt processing. Counts multiply-accumulates.
 #[divan::bench(args = GEMM_CASES, sample_count = 20, sample_size = 1)]
 fn ternary_gemm128(b: Bencher, case: &str) {
-    let Some((rows, cols, k, threads)) = parse(case) else {
+    let Some(Case {
+        rows,
+        cols,
+        k,
+        threads,
+        layout,
+    }) = parse(case)
+    else {
         return;
     };
     let n = 128;
-    let w = ternary(rows, cols, 2);
+    let w = ternary(rows, cols, 2, layout);
     let x = acts(n, cols, k);
     let pool = ThreadPool::new(threads);
     let mut out = vec![0f32; n * rows];
@@ -148,7 +194,7 @@ fn ternary_gemm128(b: Bencher, case: &str) {
 #[divan::bench(args = [1, 2, 3, 4, 5, 6, 8, 12, 16, 32])]
 fn ternary_tokens(b: Bencher, n: usize) {
     let k = Kernels::best();
-    let w = ternary(2560, 2560, 3);
+    let w = ternary(2560, 2560, 3, k.ternary_layout());
     let x = acts(n, 2560, k);
     let pool = ThreadPool::new(2);
     let mut out = vec![0f32; n * 2560];
@@ -161,13 +207,19 @@ fn ternary_tokens(b: Bencher, n: usize) {
 /// (Copies of one random layer at distinct addresses. With only 8 layers,
 /// 111 MB, the L3 kept a share of the weights between passes and the figure
 /// came out above the DRAM bandwidth.)
-#[divan::bench(args = ["avx2/1t", "avx2/2t", "avx512/1t", "avx512/2t"], sample_count = 20, sample_size = 1)]
+#[divan::bench(args = ["avx2/1t/base3", "avx2/1t", "avx2/2t/base3", "avx2/2t", "avx512/1t", "avx512/2t"], sample_count = 20, sample_size = 1)]
 fn decode_layers(b: Bencher, case: &str) {
-    let Some((_, _, k, threads)) = parse(&format!("1x1/{case}")) else {
+    let Some(Case {
+        k, threads, layout, ..
+    }) = parse(&format!("1x1/{case}"))
+    else {
         return;
     };
     let shapes = [(3840, 2560), (2560, 2560), (13824, 2560), (2560, 6912)];
-    let one: Vec<TernaryMatrix> = shapes.iter().map(|&(r, c)| ternary(r, c, 10)).collect();
+    let one: Vec<TernaryMatrix> = shapes
+        .iter()
+        .map(|&(r, c)| ternary(r, c, 10, layout))
+        .collect();
     let layers: Vec<Vec<TernaryMatrix>> = (0..30).map(|_| one.clone()).collect();
     let x2560 = acts(1, 2560, k);
     let x6912 = acts(1, 6912, k);
@@ -220,7 +272,7 @@ fn head(b: Bencher, case: &str) {
         "Q8_0" => DenseType::Q8_0,
         _ => DenseType::Q6K,
     };
-    let Some((_, _, k, threads)) = parse(&format!("1x1/{rest}")) else {
+    let Some(Case { k, threads, .. }) = parse(&format!("1x1/{rest}")) else {
         return;
     };
     let (rows, cols) = (128256, 2560);
@@ -237,7 +289,7 @@ fn head(b: Bencher, case: &str) {
 /// token (including quantising the activations). Counts weight bytes.
 #[divan::bench(args = ["avx2/1t", "avx2/2t", "avx512/1t", "avx512/2t", "scalar/2t"], sample_count = 10, sample_size = 1)]
 fn head_q8(b: Bencher, case: &str) {
-    let Some((_, _, k, threads)) = parse(&format!("1x1/{case}")) else {
+    let Some(Case { k, threads, .. }) = parse(&format!("1x1/{case}")) else {
         return;
     };
     let (rows, cols) = (128256, 2560);
@@ -252,6 +304,26 @@ fn head_q8(b: Bencher, case: &str) {
     b.counter(BytesCount::new(m.size_bytes())).bench_local(|| {
         acts.quantize(black_box(&x), 1, cols);
         k.q8_matmul(&pool, &m, &acts, &mut out)
+    });
+}
+
+/// The Q6_K head as an integer product ([`Kernels::q6k_matmul`]), one
+/// token (including quantising the activations). Counts weight bytes.
+#[divan::bench(args = ["avx2/1t", "avx2/2t", "avx512/1t", "avx512/2t"], sample_count = 10, sample_size = 1)]
+fn head_q6k(b: Bencher, case: &str) {
+    let Some(Case { k, threads, .. }) = parse(&format!("1x1/{case}")) else {
+        return;
+    };
+    let (rows, cols) = (128256, 2560);
+    let bytes = head_bytes(DenseType::Q6K, rows, cols);
+    let m = DenseMatrix::new(DenseType::Q6K, rows, cols, &bytes).unwrap();
+    let x: Vec<f32> = (0..cols).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
+    let pool = ThreadPool::new(threads);
+    let mut acts = Q8KActs::new();
+    let mut out = vec![0f32; rows];
+    b.counter(BytesCount::new(bytes.len())).bench_local(|| {
+        acts.quantize(black_box(&x), 1, cols);
+        k.q6k_matmul(&pool, &m, &acts, &mut out)
     });
 }
 

@@ -25,7 +25,8 @@ fn main() {
         .iter()
         .map(|&(r, c)| {
             let v: Vec<i8> = (0..r * c).map(|_| (next() % 3) as i8 - 1).collect();
-            TernaryMatrix::pack(r, c, &v, vec![1.0; r], ScaleRule::Multiply).unwrap()
+            k.pack_ternary(r, c, &v, vec![1.0; r], ScaleRule::Multiply)
+                .unwrap()
         })
         .collect();
     let layers: Vec<Vec<TernaryMatrix>> = (0..30).map(|_| one.clone()).collect();

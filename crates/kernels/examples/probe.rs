@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use bitnet_kernels::{Isa, Kernels, QuantizedActs, ScaleRule, TernaryMatrix};
+use bitnet_kernels::{Isa, Kernels, QuantizedActs, ScaleRule};
 use bitnet_threads::ThreadPool;
 
 fn main() {
@@ -25,7 +25,9 @@ fn main() {
         seed >> 33
     };
     let values: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
-    let w = TernaryMatrix::pack(rows, cols, &values, vec![1.0; rows], ScaleRule::Multiply).unwrap();
+    let w = k
+        .pack_ternary(rows, cols, &values, vec![1.0; rows], ScaleRule::Multiply)
+        .unwrap();
     let x: Vec<f32> = (0..n * cols)
         .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
         .collect();

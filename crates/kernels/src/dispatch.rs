@@ -10,12 +10,13 @@ use std::sync::OnceLock;
 use bitnet_threads::ThreadPool;
 
 use crate::act::{QuantizedActs, quantize_row};
+use crate::dense::q8k::{self, Q8KActs};
 use crate::dense::q8x::{Q8Acts, Q8Matrix};
-use crate::dense::{self, DenseMatrix};
+use crate::dense::{self, DenseMatrix, DenseType};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 use crate::out::OutRows;
-use crate::ternary::{self, TernaryMatrix};
+use crate::ternary::{self, ScaleRule, TernaryLayout, TernaryMatrix};
 
 /// Name of the environment variable that forces a kernel level.
 pub const KERNEL_ENV: &str = "BITNET_KERNEL";
@@ -24,6 +25,7 @@ type TernaryFn = unsafe fn(&TernaryMatrix, &QuantizedActs, &OutRows<'_>, Range<u
 type QuantizeFn = unsafe fn(&[f32], &mut [i8]) -> (f32, i32);
 type DenseFn = unsafe fn(&DenseMatrix<'_>, &[f32], usize, &OutRows<'_>, Range<usize>);
 type Q8Fn = unsafe fn(&Q8Matrix, &Q8Acts, &OutRows<'_>, Range<usize>);
+type Q6kFn = unsafe fn(&DenseMatrix<'_>, &Q8KActs, &OutRows<'_>, Range<usize>);
 
 /// The kernels of one ISA level.
 #[derive(Debug)]
@@ -33,8 +35,12 @@ pub struct Kernels {
     quantize: QuantizeFn,
     dense: DenseFn,
     q8: Q8Fn,
-    /// Token counts up to this take the ternary GEMV path.
-    gemv_max_tokens: usize,
+    q6k: Q6kFn,
+    /// The ternary layout this level runs fastest.
+    layout: TernaryLayout,
+    /// Token counts up to this take the ternary GEMV path, per layout
+    /// (base-3, 2-bit).
+    gemv_max_tokens: [usize; 2],
 }
 
 /// Claims per thread in a compute-bound product: runs of an eighth of an
@@ -71,23 +77,34 @@ impl Kernels {
             quantize: quantize_row,
             dense: scalar_dense,
             q8: dense::q8x::matmul,
-            gemv_max_tokens: 0,
+            q6k: q8k::matmul,
+            layout: TernaryLayout::Base3,
+            gemv_max_tokens: [0, 0],
         };
         #[cfg(target_arch = "x86_64")]
         match isa {
             Isa::Scalar => {}
             Isa::Avx2 => {
                 table.ternary = ternary::avx2::matmul;
-                table.gemv_max_tokens = ternary::avx2::GEMV_MAX_TOKENS;
+                table.layout = TernaryLayout::TwoBit;
+                table.gemv_max_tokens = [
+                    ternary::avx2::GEMV_MAX_TOKENS_BASE3,
+                    ternary::avx2::GEMV_MAX_TOKENS,
+                ];
                 table.dense = dense::avx2::matmul;
                 table.q8 = dense::avx2::q8x_matmul;
+                table.q6k = dense::avx2_q6k::matmul;
                 table.quantize = crate::act::avx2::quantize_row;
             }
             Isa::Avx512 => {
                 table.ternary = ternary::avx512::matmul;
-                table.gemv_max_tokens = ternary::avx512::GEMV_MAX_TOKENS;
+                table.gemv_max_tokens = [
+                    ternary::avx512::GEMV_MAX_TOKENS,
+                    ternary::avx2::GEMV_MAX_TOKENS,
+                ];
                 table.dense = dense::avx512::matmul;
                 table.q8 = dense::avx512::q8x_matmul;
+                table.q6k = dense::avx2_q6k::matmul;
                 table.quantize = crate::act::avx512::quantize_row;
             }
         }
@@ -144,6 +161,27 @@ impl Kernels {
         crate::ops::Ops::for_isa(self.isa).expect("a table exists only for an available level")
     }
 
+    /// The ternary layout this level's kernels run fastest: the 1.6-bit
+    /// base-3 layout, except on AVX2 without VNNI, where decoding it costs
+    /// more than the bytes it saves (see [`ternary::two_bit`]). Every level
+    /// reads both layouts.
+    pub fn ternary_layout(&self) -> TernaryLayout {
+        self.layout
+    }
+
+    /// Packs a ternary matrix in [`Kernels::ternary_layout`] (see
+    /// [`TernaryMatrix::pack_as`]).
+    pub fn pack_ternary(
+        &self,
+        rows: usize,
+        cols: usize,
+        values: &[i8],
+        scales: Vec<f32>,
+        rule: ScaleRule,
+    ) -> Result<TernaryMatrix> {
+        TernaryMatrix::pack_as(self.layout, rows, cols, values, scales, rule)
+    }
+
     /// Quantises `n_tokens` rows of `cols` activations (per-token absmax
     /// int8) into `out`.
     pub fn quantize(&self, x: &[f32], n_tokens: usize, cols: usize, out: &mut QuantizedActs) {
@@ -180,7 +218,11 @@ impl Kernels {
         let out = OutRows::new(out, x.n_tokens(), w.rows());
         let blocks = w.row_blocks();
         let f = self.ternary;
-        let claims = if x.n_tokens() <= self.gemv_max_tokens {
+        let gemv_max = match w.layout() {
+            TernaryLayout::Base3 => self.gemv_max_tokens[0],
+            TernaryLayout::TwoBit => self.gemv_max_tokens[1],
+        };
+        let claims = if x.n_tokens() <= gemv_max {
             GEMV_CLAIMS_PER_THREAD
         } else {
             2 * CLAIMS_PER_THREAD
@@ -214,6 +256,28 @@ impl Kernels {
         pool.for_each_chunk(w.rows(), chunk, |_, range| {
             // SAFETY: as in `ternary_matmul`.
             unsafe { f(w, x, n_tokens, &out, range) };
+        });
+    }
+
+    /// The integer Q6_K head product (see [`dense::q8k`]): `w` read in
+    /// place, `x` quantised with [`Q8KActs::quantize`]; `out` is
+    /// `x.n_tokens() × w.rows()`. Split across the pool by runs of 16 rows.
+    pub fn q6k_matmul(&self, pool: &ThreadPool, w: &DenseMatrix<'_>, x: &Q8KActs, out: &mut [f32]) {
+        assert_eq!(
+            w.ty(),
+            DenseType::Q6K,
+            "the integer head product reads Q6_K"
+        );
+        assert_eq!(x.cols(), w.cols(), "activation width must match the matrix");
+        let out = OutRows::new(out, x.n_tokens(), w.rows());
+        let f = self.q6k;
+        let chunk = w
+            .rows()
+            .div_ceil(pool.n_threads() * CLAIMS_PER_THREAD)
+            .next_multiple_of(16);
+        pool.for_each_chunk(w.rows(), chunk, |_, range| {
+            // SAFETY: as in `ternary_matmul`.
+            unsafe { f(w, x, &out, range) };
         });
     }
 

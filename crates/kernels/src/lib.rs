@@ -24,11 +24,15 @@
 //!   uses what the CPU has. The AVX2 level uses no AVX-512 or AVX-VNNI
 //!   instruction; the AVX-512 level needs F/BW/VL/VNNI (Cascade Lake, Ice
 //!   Lake, Zen 4 and later).
-//! * **One packed ternary layout** ([`ternary`]), produced at load time from
-//!   any source format, 1.6 bits per weight and shaped for `vpdpbusd`; a
-//!   streaming GEMV for decoding and a panel-decoding, register-blocked GEMM
-//!   for prompt processing. A lookup-table (T-MAC/TL) variant was measured
-//!   and lost where it matters (see the module doc).
+//! * **Packed ternary layouts** ([`ternary`]), produced at load time from
+//!   any source format: 1.6 bits per weight (five base-3 digits per byte),
+//!   shaped for `vpdpbusd`, for every level but AVX2; AVX2 without VNNI
+//!   cannot decode base-3 digits as fast as memory delivers them, so
+//!   [`Kernels::pack_ternary`] gives it a 2-bit layout with the same block
+//!   shape ([`ternary::two_bit`]). Every level reads both. A streaming GEMV
+//!   for decoding and a panel-decoding, register-blocked GEMM for prompt
+//!   processing. A lookup-table (T-MAC/TL) variant was measured and lost
+//!   where it matters (see the module doc).
 //! * **The LM head** ([`dense`]): the f32-activation path reads any stored
 //!   type in place; [`Q8Matrix`] repacks a head (exactly for Q8_0) for an
 //!   int8 × int8 VNNI product that is several times cheaper per byte, which
@@ -58,9 +62,10 @@ pub mod ternary;
 
 pub use act::QuantizedActs;
 pub use aligned::AlignedBytes;
+pub use dense::q8k::Q8KActs;
 pub use dense::q8x::{Q8Acts, Q8Matrix};
 pub use dense::{DenseMatrix, DenseType};
 pub use dispatch::{KERNEL_ENV, Kernels};
 pub use error::{Error, Result};
 pub use isa::Isa;
-pub use ternary::{ScaleRule, TernaryMatrix};
+pub use ternary::{ScaleRule, TernaryLayout, TernaryMatrix};

@@ -9,7 +9,8 @@
 
 use bitnet_kernels::dense::{self, DenseMatrix, DenseType};
 use bitnet_kernels::{
-    Isa, Kernels, Q8Acts, Q8Matrix, QuantizedActs, ScaleRule, TernaryMatrix, ops,
+    Isa, Kernels, Q8Acts, Q8KActs, Q8Matrix, QuantizedActs, ScaleRule, TernaryLayout,
+    TernaryMatrix, ops,
 };
 use bitnet_threads::ThreadPool;
 use proptest::prelude::*;
@@ -72,23 +73,68 @@ fn check_ternary(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64, thread
     } else {
         ScaleRule::Divide
     };
-    let w = TernaryMatrix::pack(rows, cols, &values, scales, rule).unwrap();
+    let reference = TernaryMatrix::pack(rows, cols, &values, scales.clone(), rule).unwrap();
     let x = activations(&mut rng, n, cols, 3.0);
     let mut qa = QuantizedActs::new();
     scalar().quantize(&x, n, cols, &mut qa);
     let pool = ThreadPool::new(threads);
     let mut want = vec![0f32; n * rows];
-    scalar().ternary_matmul(&pool, &w, &qa, &mut want);
-    let mut got = vec![f32::NAN; n * rows];
-    k.ternary_matmul(&pool, &w, &qa, &mut got);
-    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            g.to_bits(),
-            e.to_bits(),
-            "{isa}: {rows}x{cols}, {n} tokens: token {} row {}: {g} vs {e}",
-            i / rows,
-            i % rows
-        );
+    scalar().ternary_matmul(&pool, &reference, &qa, &mut want);
+    // Every level reads every layout, and the scalar reference of the
+    // base-3 layout is the reference for all of them.
+    for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+        let w = TernaryMatrix::pack_as(layout, rows, cols, &values, scales.clone(), rule).unwrap();
+        let mut got = vec![f32::NAN; n * rows];
+        k.ternary_matmul(&pool, &w, &qa, &mut got);
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                e.to_bits(),
+                "{isa} {layout:?}: {rows}x{cols}, {n} tokens: token {} row {}: {g} vs {e}",
+                i / rows,
+                i % rows
+            );
+        }
+    }
+}
+
+/// Activations at the int8 extremes (every code ±127) against all-+1 or
+/// all-−1 weights: the largest sums the `i16` accumulators of the AVX2
+/// kernels meet between flushes, in both layouts, GEMV and GEMM.
+fn check_ternary_extremes(isa: Isa) {
+    let Some(k) = kernels(isa) else { return };
+    let pool = ThreadPool::new(1);
+    for (rows, cols, n) in [(16, 2560, 1), (8, 6912, 3), (16, 4096, 2), (16, 640, 9)] {
+        for (w_val, x_val) in [(1i8, -1.0f32), (1, 1.0), (-1, -1.0), (-1, 1.0)] {
+            let values = vec![w_val; rows * cols];
+            let mut qa = QuantizedActs::new();
+            scalar().quantize(&vec![x_val; n * cols], n, cols, &mut qa);
+            let reference =
+                TernaryMatrix::pack(rows, cols, &values, vec![1.0; rows], ScaleRule::Multiply)
+                    .unwrap();
+            let mut want = vec![0f32; n * rows];
+            scalar().ternary_matmul(&pool, &reference, &qa, &mut want);
+            // Σ t·q = ±127·cols exactly (the rule divides by s = 127).
+            assert_eq!(want[0], f32::from(w_val) * x_val * cols as f32);
+            for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+                let w = TernaryMatrix::pack_as(
+                    layout,
+                    rows,
+                    cols,
+                    &values,
+                    vec![1.0; rows],
+                    ScaleRule::Multiply,
+                )
+                .unwrap();
+                let mut got = vec![f32::NAN; n * rows];
+                k.ternary_matmul(&pool, &w, &qa, &mut got);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{isa} {layout:?} {rows}x{cols} n{n} w{w_val} x{x_val}"
+                );
+            }
+        }
     }
 }
 
@@ -211,6 +257,49 @@ fn check_q8(isa: Isa, ty: DenseType, rows: usize, cols: usize, n: usize, seed: u
 
 /// A case where cancellation makes the product small against its terms
 /// (found by proptest; a bound relative to the result rejected it).
+/// The integer Q6_K head: bit-identical to its scalar reference, and the
+/// f32 head (`dense_matmul` of the same Q6_K bytes) up to the rounding of
+/// the activations to int8 per 256-value block: at most `|w|·d_x/2` per
+/// value, plus float rounding.
+fn check_q6k(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64) {
+    let Some(k) = kernels(isa) else { return };
+    let mut rng = Rng(seed);
+    let bytes = dense_bytes(DenseType::Q6K, rows, cols, &mut rng);
+    let m = DenseMatrix::new(DenseType::Q6K, rows, cols, &bytes).unwrap();
+    let mut x = activations(&mut rng, n, cols, 3.0);
+    if seed.is_multiple_of(3) {
+        x[..256].iter_mut().for_each(|v| *v = 0.0);
+    }
+    let mut qa = Q8KActs::new();
+    qa.quantize(&x, n, cols);
+    let pool = ThreadPool::new(2);
+    let mut want = vec![0f32; n * rows];
+    scalar().q6k_matmul(&pool, &m, &qa, &mut want);
+    let mut got = vec![f32::NAN; n * rows];
+    k.q6k_matmul(&pool, &m, &qa, &mut got);
+    assert_eq!(bits(&got), bits(&want), "{isa} q6k {rows}x{cols} n{n}");
+    let mut exact = vec![0f32; n * rows];
+    scalar().dense_matmul(&pool, &m, &x, n, &mut exact);
+    let mut w = vec![0f32; cols];
+    for r in 0..rows {
+        m.dequantize_row(r, &mut w);
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            let (mut bound, mut mag) = (0f32, 0f32);
+            for (b, (wb, xb)) in w.chunks(256).zip(xt.chunks(256)).enumerate() {
+                let d = qa.scales(t)[b];
+                bound += wb.iter().map(|v| v.abs()).sum::<f32>() * d / 2.0;
+                mag += wb.iter().zip(xb).map(|(a, b)| (a * b).abs()).sum::<f32>();
+            }
+            let (g, e) = (got[t * rows + r], exact[t * rows + r]);
+            assert!(
+                (g - e).abs() <= bound * 1.0001 + 1e-5 * mag + 1e-30,
+                "{isa} q6k vs f32 {rows}x{cols} t{t} r{r}: {g} vs {e}, bound {bound}"
+            );
+        }
+    }
+}
+
 #[test]
 fn q8_head_bound_holds_under_cancellation() {
     check_q8(Isa::Scalar, DenseType::Q8_0, 1, 32, 1, 10024187561533712331);
@@ -487,6 +576,11 @@ macro_rules! isa_suite {
                 }
 
                 #[test]
+                fn q6k_head_matches_scalar(rows in 1usize..40, blocks in 1usize..4, n in 1usize..6, seed: u64) {
+                    check_q6k($isa, rows, 256 * blocks, n, seed);
+                }
+
+                #[test]
                 fn ops_match_scalar(len in 1usize..700, seed: u64) {
                     check_ops($isa, len, seed);
                 }
@@ -505,6 +599,11 @@ macro_rules! isa_suite {
             #[test]
             fn quantize_i8_edges_match_scalar() {
                 check_quantize_i8_edges($isa);
+            }
+
+            #[test]
+            fn ternary_extreme_sums() {
+                check_ternary_extremes($isa);
             }
 
             #[test]

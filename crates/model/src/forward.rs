@@ -24,7 +24,7 @@
 
 use std::sync::Mutex;
 
-use bitnet_kernels::{Q8Acts, QuantizedActs, TernaryMatrix};
+use bitnet_kernels::{DenseType, Q8Acts, Q8KActs, QuantizedActs, TernaryMatrix};
 use bitnet_threads::ThreadPool;
 
 use crate::Model;
@@ -74,6 +74,7 @@ pub struct Scratch {
     positions: Vec<usize>,
     acts: QuantizedActs,
     head_acts: Q8Acts,
+    head_acts_k: Q8KActs,
     head_in: Vec<f32>,
     logits: Vec<f32>,
     scores: Vec<Mutex<Vec<f32>>>,
@@ -541,6 +542,12 @@ impl Model {
                 Some(q8) => {
                     scratch.head_acts.quantize(head_in, m, d);
                     k.q8_matmul(pool, q8, &scratch.head_acts, logits);
+                }
+                // Q6_K: the integer product, activations per 256 values
+                // (as llama.cpp's Q6_K × Q8_K).
+                None if w.head().ty == DenseType::Q6K => {
+                    scratch.head_acts_k.quantize(head_in, m, d);
+                    k.q6k_matmul(pool, &w.head().matrix(), &scratch.head_acts_k, logits);
                 }
                 None => k.dense_matmul(pool, &w.head().matrix(), head_in, m, logits),
             }

@@ -119,7 +119,7 @@ impl Model {
         );
         let embedding = load::gguf::embedding_spec(&file, &hparams)?;
         let src = load::gguf::GgufSource::new(file, opts.tl_tiling.clone());
-        let weights = load::build(&src, &hparams)?;
+        let weights = load::build(&src, &hparams, opts.kernels.ternary_layout())?;
         // Q/K rows were put back in rotate-half order while loading.
         let mut hparams = hparams;
         hparams.rope_style = RopeStyle::Neox;
@@ -136,7 +136,7 @@ impl Model {
     pub fn from_hf(ckpt: HfCheckpoint, opts: &LoadOptions) -> Result<Model> {
         let description = ckpt.label.clone();
         let (src, hparams) = load::hf::HfSource::new(ckpt)?;
-        let weights = load::build(&src, &hparams)?;
+        let weights = load::build(&src, &hparams, opts.kernels.ternary_layout())?;
         let embedding = src.embedding().cloned();
         Ok(Model::assemble(
             hparams,

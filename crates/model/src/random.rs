@@ -458,6 +458,7 @@ const TAG_NORM: u64 = 3 << 32;
 
 /// One fused ternary matrix: parts of `rows` rows sharing the input.
 fn random_ternary(
+    kernels: &Kernels,
     seed: u64,
     layer: usize,
     which: u64,
@@ -484,12 +485,12 @@ fn random_ternary(
         // Slightly different scale per part, as trained models have.
         scales.extend(std::iter::repeat_n(scale * (1.0 + 0.05 * p as f32), n));
     }
-    TernaryMatrix::pack(rows, cols, &values, scales, ScaleRule::Multiply).map_err(|source| {
-        Error::Kernel {
+    kernels
+        .pack_ternary(rows, cols, &values, scales, ScaleRule::Multiply)
+        .map_err(|source| Error::Kernel {
             tensor: format!("random blk.{layer} #{which}"),
             source,
-        }
-    })
+        })
 }
 
 fn random_norm(seed: u64, tag: u64, len: usize) -> Vec<f32> {
@@ -616,13 +617,13 @@ impl Model {
             .flat_map(|m| (0..hp.n_layer).map(move |l| (l, m)))
             .collect();
         let build = |&(l, m): &(usize, u64)| match (split, m) {
-            (false, 0) => random_ternary(seed, l, 0, &[qd, kvd, kvd], d),
-            (false, 1) | (true, 3) => random_ternary(seed, l, m, &[d], qd),
-            (false, 2) => random_ternary(seed, l, 2, &[ff, ff], d),
-            (false, _) | (true, 6) => random_ternary(seed, l, m, &[d], ff),
-            (true, 0) => random_ternary(seed, l, 0, &[qd], d),
-            (true, 1 | 2) => random_ternary(seed, l, m, &[kvd], d),
-            (true, _) => random_ternary(seed, l, m, &[ff], d),
+            (false, 0) => random_ternary(opts.kernels, seed, l, 0, &[qd, kvd, kvd], d),
+            (false, 1) | (true, 3) => random_ternary(opts.kernels, seed, l, m, &[d], qd),
+            (false, 2) => random_ternary(opts.kernels, seed, l, 2, &[ff, ff], d),
+            (false, _) | (true, 6) => random_ternary(opts.kernels, seed, l, m, &[d], ff),
+            (true, 0) => random_ternary(opts.kernels, seed, l, 0, &[qd], d),
+            (true, 1 | 2) => random_ternary(opts.kernels, seed, l, m, &[kvd], d),
+            (true, _) => random_ternary(opts.kernels, seed, l, m, &[ff], d),
         };
         let parallel = match opts.parallel_matrices {
             0 => rayon::current_num_threads(),

@@ -92,7 +92,8 @@ pub struct Weights {
     /// A Q8_0 head repacked for the int8 head kernel (`Kernels::q8_matmul`,
     /// int8 activations per 32 values, as llama.cpp does for Q8_0): twice as
     /// fast as converting the head to f32 on the fly. `None` for other
-    /// head types, which keep the f32 path.
+    /// head types: a Q6_K head is read in place by the integer product
+    /// (`Kernels::q6k_matmul`), F16/BF16/F32 heads by the f32 path.
     pub head_q8: Option<Q8Matrix>,
     /// Per-dimension RoPE frequency divisors (llama3 scaling), if any.
     pub rope_freq_factors: Option<Vec<f32>>,

@@ -19,27 +19,37 @@ pub const BLOCK_BYTES: usize = 210;
 const QL: usize = 0;
 const QH: usize = 128;
 const SCALES: usize = 192;
-const D: usize = 208;
+/// Offset of the f16 super-block scale `d`.
+pub(crate) const D: usize = 208;
 
-/// Expands one block into 256 values.
-pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
-    let d = f16::from_le_bytes([b[D], b[D + 1]]).to_f32();
+/// The 6-bit codes `q` (0..=63) of one block's 256 values, in order.
+pub fn levels(b: &[u8]) -> [u8; BLOCK_ELEMS] {
+    let mut out = [0u8; BLOCK_ELEMS];
     for half in 0..2 {
         let ql = &b[QL + 64 * half..QL + 64 * half + 64];
         let qh = &b[QH + 32 * half..QH + 32 * half + 32];
-        let sc = &b[SCALES + 8 * half..SCALES + 8 * half + 8];
         let y = &mut out[128 * half..128 * half + 128];
         for l in 0..32 {
-            let is = l / 16;
-            let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
-            let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
-            y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
-            y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;
-            y[l + 96] = d * f32::from(sc[is + 6] as i8) * q4 as f32;
+            y[l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+            y[l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+            y[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
         }
+    }
+    out
+}
+
+/// The 16 group scales of one block (group `g`: values `16g..16g+16`).
+pub fn scales(b: &[u8]) -> [i8; 16] {
+    std::array::from_fn(|g| b[SCALES + g] as i8)
+}
+
+/// Expands one block into 256 values: `d · sc_g · (q − 32)`.
+pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
+    let d = f16::from_le_bytes([b[D], b[D + 1]]).to_f32();
+    let (levels, scales) = (levels(b), scales(b));
+    for (k, (y, &q)) in out.iter_mut().zip(&levels).enumerate() {
+        *y = d * f32::from(scales[k / 16]) * (i32::from(q) - 32) as f32;
     }
 }
 

@@ -1,5 +1,7 @@
 //! AVX2 ternary × int8 kernels (no AVX-512, no AVX-VNNI: `vpmaddubsw` +
-//! `vpmaddwd`).
+//! `vpmaddwd`), for both layouts: the base-3 decoding is here, the 2-bit
+//! layout's streaming product and panel decoding in `avx2_two_bit`; the
+//! GEMM micro-kernel serves both.
 //!
 //! A packed 64-byte block is read as two `ymm` halves of 8 rows each. The
 //! bytes are flipped into the signed domain once (`q ^ 0x80`, which tripling
@@ -9,7 +11,7 @@
 //! into `i16` pairs (|pair| ≤ 512), which are summed in `i16` for a bounded
 //! number of steps and widened with `vpmaddwd` against ones.
 //!
-//! * [`gemv`] (1..=[`GEMV_MAX_TOKENS`] tokens): each half-block decoded once
+//! * [`gemv`] (1..=[`GEMV_MAX_TOKENS_BASE3`] tokens): each half-block decoded once
 //!   for all tokens; the two halves of a row block are separate passes (the
 //!   second re-reads the row block from L1).
 //! * [`gemm`]: one row block decoded into a thread-local panel of codes,
@@ -24,12 +26,16 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{BLOCK_BYTES, BLOCK_ROWS, DIGITS, ScaleRule, TernaryMatrix, with_panel};
+use super::avx2_two_bit;
+use super::{BLOCK_BYTES, BLOCK_ROWS, DIGITS, ScaleRule, TernaryLayout, TernaryMatrix, with_panel};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
-/// Largest token count that takes the streaming GEMV path.
-pub(crate) const GEMV_MAX_TOKENS: usize = 2;
+/// Largest token count that takes the streaming GEMV path (base-3 layout).
+pub(crate) const GEMV_MAX_TOKENS_BASE3: usize = 2;
+/// The same for the 2-bit layout, whose cheaper decoding keeps the GEMV
+/// ahead of the panel-decoding GEMM for more tokens.
+pub(crate) const GEMV_MAX_TOKENS: usize = avx2_two_bit::GEMV_MAX_TOKENS;
 /// Tokens per GEMM register tile.
 pub(crate) const TILE_TOKENS: usize = 6;
 /// Column blocks between `i16` → `i32` flushes in the GEMV (5 products of
@@ -56,10 +62,13 @@ pub(crate) unsafe fn matmul(
     let n = x.n_tokens();
     // SAFETY: forwarded contract.
     unsafe {
-        match n {
-            0 => {}
-            1 => gemv::<1>(w, x, out, blocks),
-            2 if GEMV_MAX_TOKENS >= 2 => gemv::<2>(w, x, out, blocks),
+        match (w.layout(), n) {
+            (_, 0) => {}
+            (TernaryLayout::TwoBit, _) if n <= avx2_two_bit::GEMV_MAX_TOKENS => {
+                avx2_two_bit::gemv_any(w, x, out, blocks)
+            }
+            (TernaryLayout::Base3, 1) => gemv::<1>(w, x, out, blocks),
+            (TernaryLayout::Base3, 2) if GEMV_MAX_TOKENS_BASE3 >= 2 => gemv::<2>(w, x, out, blocks),
             _ => gemm(w, x, out, blocks),
         }
     }
@@ -97,7 +106,7 @@ unsafe fn load_biased(p: *const u8) -> __m256i {
 /// `p` must be readable for 4 bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn broadcast4(p: *const i8) -> __m256i {
+pub(super) unsafe fn broadcast4(p: *const i8) -> __m256i {
     // SAFETY: the caller's contract.
     _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
 }
@@ -114,7 +123,7 @@ fn widen(acc16: __m256i) -> __m256i {
 /// `scales` and `dst` must be valid for `n_valid.min(8)` elements.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn finish(
+pub(super) unsafe fn finish(
     acc: __m256i,
     act_sum: i32,
     s_x: f32,
@@ -206,9 +215,9 @@ unsafe fn gemv<const T: usize>(
     }
 }
 
-/// Decodes column blocks `cbs` of row block `rb` into `buf`: step `s`
-/// (counted from the chunk start) at `buf[s·64..]` (rows 0..8 in the first
-/// 32 bytes, 8..16 in the second), as plain codes.
+/// Decodes column blocks `cbs` of row block `rb` (base-3 layout) into `buf`:
+/// step `s` (counted from the chunk start) at `buf[s·64..]` (rows 0..8 in
+/// the first 32 bytes, 8..16 in the second), as plain codes.
 ///
 /// # Safety
 /// `buf` must be 32-byte aligned and hold `5 · cbs.len() · 64` bytes.
@@ -323,7 +332,7 @@ unsafe fn tile<const TT: usize>(
     }
 }
 
-/// Panel-decoding product for many tokens.
+/// Panel-decoding product for many tokens (either layout).
 ///
 /// # Safety
 /// The contract of [`matmul`].
@@ -331,11 +340,12 @@ unsafe fn tile<const TT: usize>(
 unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: Range<usize>) {
     let col_blocks = w.col_blocks();
     let n = x.n_tokens();
+    let steps = w.layout().steps_per_block();
     // Column chunks whose decoded panel stays within L1.
-    let max_cb = (CHUNK_BYTES / (DIGITS * 64)).max(1);
+    let max_cb = (CHUNK_BYTES / (steps * 64)).max(1);
     let n_chunks = col_blocks.div_ceil(max_cb);
     let chunk_cb = col_blocks.div_ceil(n_chunks);
-    let panel_bytes = DIGITS * chunk_cb * 64;
+    let panel_bytes = steps * chunk_cb * 64;
     let partial_bytes = if n_chunks > 1 { n * 64 } else { 0 };
     with_panel(panel_bytes + partial_bytes, |buf| {
         // SAFETY: the buffer holds both parts; `panel_bytes` is a multiple
@@ -345,14 +355,19 @@ unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: 
             for c in 0..n_chunks {
                 let cbs = (c * chunk_cb).min(col_blocks)..((c + 1) * chunk_cb).min(col_blocks);
                 let ch = Chunk {
-                    s0: DIGITS * cbs.start,
-                    steps: DIGITS * cbs.len(),
+                    s0: steps * cbs.start,
+                    steps: steps * cbs.len(),
                     first: c == 0,
                     last: c + 1 == n_chunks,
                     partial,
                 };
                 // SAFETY: `buf` holds a full panel chunk and is aligned.
-                unsafe { decode_panel(w, rb, cbs, buf) };
+                unsafe {
+                    match w.layout() {
+                        TernaryLayout::Base3 => decode_panel(w, rb, cbs, buf),
+                        TernaryLayout::TwoBit => avx2_two_bit::decode_panel(w, rb, cbs, buf),
+                    }
+                }
                 let mut t0 = 0;
                 while t0 < n {
                     let nt = TILE_TOKENS.min(n - t0);

@@ -33,7 +33,10 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{BLOCK_BYTES, BLOCK_ROWS, DIGITS, ScaleRule, TernaryMatrix, padded_cols, with_panel};
+use super::{
+    BLOCK_BYTES, BLOCK_ROWS, DIGITS, ScaleRule, TernaryLayout, TernaryMatrix, padded_cols,
+    with_panel,
+};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -59,6 +62,7 @@ pub(crate) const TILE_TOKENS: usize = 12;
 const CHUNK_BYTES: usize = 40 << 10;
 
 /// The kernel entry: outputs of row blocks `blocks` for every token of `x`.
+/// Matrices in the 2-bit layout (packed for AVX2) go to the AVX2 kernels.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI; `out` must be
@@ -70,6 +74,10 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
+    if w.layout() == TernaryLayout::TwoBit {
+        // SAFETY: AVX-512 (this table) implies AVX2; forwarded contract.
+        return unsafe { super::avx2::matmul(w, x, out, blocks) };
+    }
     let n = x.n_tokens();
     if n <= GEMV_MAX_TOKENS {
         // SAFETY: forwarded contract.

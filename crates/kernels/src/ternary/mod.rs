@@ -3,8 +3,10 @@
 //!
 //! Every source format (I2_S, TL1, TL2, TQ1_0, TQ2_0, Hugging Face packed,
 //! bf16 masters) is decoded to a plain `{-1, 0, +1}` matrix by the format
-//! layer and packed here, once, at load time. The layout is chosen for the
-//! kernels, not for any file:
+//! layer and packed here, once, at load time, in the layout the kernel level
+//! runs fastest ([`crate::Kernels::pack_ternary`]). The layouts are chosen
+//! for the kernels, not for any file. The base-3 one
+//! ([`TernaryLayout::Base3`]):
 //!
 //! * **1.6 bits per weight.** Five ternary digits share one byte, stored as
 //!   the fixed-point fraction `ceil(n · 256 / 243)` of their base-3 value `n`
@@ -32,6 +34,17 @@
 //!   1 (`t = 0`) and the activations are zero-padded, so padding never
 //!   contributes.
 //!
+//! **The 2-bit layout for AVX2** ([`TernaryLayout::TwoBit`], [`two_bit`]):
+//! the same blocks of 16 rows and the same byte-to-row mapping, but four
+//! 2-bit codes per byte (16 columns per block). Without VNNI, turning base-3
+//! digits into codes costs more vector operations than the 20 % of bytes it
+//! saves: the AVX2 GEMV on the base-3 layout streams about a third of what a
+//! core reads (6.2 GB/s on a Zen 2, 10.4 of 33 on a Zen 5), the 2-bit one is
+//! decoded by a shift and four masks per 32 bytes and keeps up with memory
+//! (measurements below; the reasoning in [`two_bit`]). Every level reads
+//! both layouts (a 2-bit matrix on the AVX-512 level runs the AVX2 kernels),
+//! so the choice only ever costs speed, never correctness.
+//!
 //! Scales are per output row (one per tensor in every real format; per row
 //! makes fused Q/K/V and gate/up matrices possible), applied by a
 //! [`ScaleRule`] that reproduces the source format's arithmetic. Every SIMD
@@ -47,7 +60,9 @@
 //!   tokens the AVX-512 kernel skips digit extraction altogether: since
 //!   `3·q_d = 256·digit_d + q_{d+1}`, the digit planes themselves go into
 //!   `vpdpbusd` and one shift at the end recovers `Σ digit·q` (see
-//!   `avx512::gemv_linear`). That took one core from 19 to 33 GB/s.
+//!   `avx512::gemv_linear`). That took one core from 19 to 33 GB/s. (The
+//!   identity does not help `vpmaddubsw`, which saturates on plane bytes up
+//!   to 255: hence the 2-bit layout on AVX2, see `avx2_two_bit`.)
 //! * **GEMM** (prompt processing): a run of columns of one row block is
 //!   decoded into a thread-local panel of codes (16 bytes per column, at most
 //!   40 KB on AVX-512 / 32 KB on AVX2, so it stays in L1 together with the
@@ -59,7 +74,8 @@
 //!   in column chunks with partial sums parked in the panel buffer. Threads
 //!   claim row blocks dynamically. (Two row blocks per tile, which halves the
 //!   activation loads, made LLVM keep the 24 accumulators on the stack and
-//!   ran 2.7× slower.)
+//!   ran 2.7× slower.) The panel format is the same for both layouts (step
+//!   `s` = columns `4s..4s+4` of 16 rows), so one micro-kernel serves both.
 //!
 //! # Lookup tables: tried, not kept
 //!
@@ -93,37 +109,55 @@
 //! bench -p bitnet-kernels --bench kernels` and
 //! `examples/{probe,decode_probe}.rs`.
 //!
-//! GEMV, one token, GB/s of packed weights (1.6 bits/weight):
+//! GEMV, one token, GB/s of packed weights (base-3 layout on AVX-512; on
+//! AVX2 the 2-bit layout it runs now, and in brackets the base-3 layout it
+//! ran before, which also means 25 % fewer weights per byte):
 //!
-//! | shape              | AVX-512 1t | AVX-512 2t | AVX2 1t | AVX2 2t | scalar |
-//! |--------------------|-----------:|-----------:|--------:|--------:|-------:|
-//! | 640×2560 (K, V)    | 32.9       | 60.3       | 9.2     |         |        |
-//! | 2560×2560 (Q, O)   | 33.3       | 65.3       | 9.3     | 18.3    | 0.30   |
-//! | 3840×2560 (QKV)    |            | 64.5       |         |         |        |
-//! | 13824×2560 (g/u)   | 32.3       | 63.7       | 9.1     | 18.0    |        |
-//! | 2560×6912 (down)   | 32.9       | 64.5       | 9.2     | 17.9    |        |
-//! | 30 layers, 417 MB  | 25.9       | **39.3**   | 8.3     | 15.8    |        |
+//! | shape              | AVX-512 1t | AVX-512 2t | AVX2 1t      | AVX2 2t      | scalar |
+//! |--------------------|-----------:|-----------:|-------------:|-------------:|-------:|
+//! | 640×2560 (K, V)    | 32.9       | 60.3       | 36.7 (10.2)  |              |        |
+//! | 2560×2560 (Q, O)   | 33.3       | 65.3       | 36.6 (10.2)  | 72.3 (20.5)  | 0.30   |
+//! | 3840×2560 (QKV)    |            | 64.5       |              |              |        |
+//! | 13824×2560 (g/u)   | 32.3       | 63.7       | 37.5 (10.0)  | 61.5 (20.2)  |        |
+//! | 2560×6912 (down)   | 32.9       | 64.5       | 37.6 (10.1)  | 72.1 (19.8)  |        |
+//! | 30 layers, DRAM    | 25.9       | **39.3**   | 27.4 (8.9)   | 39.7 (16.0)  |        |
 //!
-//! The single matrices sit in L3; the 30-layer row is a real decode step
-//! from DRAM: 10.7 ms per token for all ternary weights of 2B-4T on two
-//! cores, 16.2 ms on one. (One 82 MB matrix streams at 54 GB/s on two
-//! cores; between the 120 products of a token the threads lose a few
-//! microseconds each to the hand-over and the tail of the last run.)
+//! In multiply-accumulates (one core, L3-resident, quiet machine, fastest
+//! of 100): the AVX2 GEMV does 146–150 GMAC/s on the 2-bit layout against
+//! 50–51 on the base-3 one, the AVX-512 GEMV 181. Instructions per weight
+//! (valgrind, 2560×2560): AVX2 base-3 0.375 (1.87 per byte), AVX2 2-bit
+//! 0.159 (0.63 per byte). The 30 layers are 417 MB in the base-3 layout,
+//! 521 MB in the 2-bit one: per token 19.1 ms on one core and 13.2 ms on
+//! two with AVX2 (47.0 and 26.2 ms before), 14.9 and 10.3 ms with AVX-512.
+//! On this machine both are near the memory ceiling; on an AVX2-only Zen 2
+//! (14 GB/s per core, issue 13) the base-3 AVX2 GEMV was compute-bound at
+//! 6.2 GB/s, and the 2-bit one, with 2.4× fewer instructions per weight,
+//! has the margin to reach memory speed there.
 //!
 //! GEMV/GEMM switch. AVX-512, 2560×2560, two threads, µs per product: 21,
 //! 31, 39, 49, 59, 80 for 1, 2, 3, 4, 6, 8 tokens (GEMV), 131, 185, 288 for
 //! 12, 16, 32 (GEMM). One thread: the GEMM path takes 173 µs at 5 and 215
 //! at 9 tokens (its panel decode costs about one GEMV), the GEMV 166 at 8,
-//! so GEMV serves up to 8 tokens. On AVX2 the GEMM path wins from 3.
+//! so GEMV serves up to 8 tokens. On AVX2 (2-bit layout) the GEMM path
+//! wins from 3 (see `avx2_two_bit::GEMV_MAX_TOKENS`).
 //!
 //! GEMM, 128 tokens, GMAC/s:
 //!
 //! | shape        | AVX-512 1t | AVX-512 2t | AVX2 1t | AVX2 2t | scalar 1t |
 //! |--------------|-----------:|-----------:|--------:|--------:|----------:|
-//! | 2560×2560    | 410        | 752        | 189     | 345     | 1.45      |
+//! | 2560×2560    | 410        | 752        | 215     | 429     | 1.45      |
 //! | 3840×2560    |            | 788        |         |         |           |
-//! | 13824×2560   | 372        | 737        |         | 354     |           |
-//! | 2560×6912    | 376        | 725        | 192     | 359     |           |
+//! | 13824×2560   | 372        | 737        |         | 405     |           |
+//! | 2560×6912    | 376        | 725        | 192     | 414     |           |
+//!
+//! (AVX2 columns re-measured on a quiet machine with the 2-bit layout;
+//! the base-3 layout gives the same GEMM speed, 213 GMAC/s on one core,
+//! since the panel decode is a small share. The micro-kernel is at the
+//! `vpmaddubsw` + `vpaddw` ceiling of 16 multiply-accumulates per
+//! instruction; an exact lookup-table GEMM needs 16-bit table entries and,
+//! counted, no fewer instructions per multiply-accumulate. It might still
+//! win where `vpmaddubsw` has a single port (Zen 2), the lookups going to
+//! the shuffle ports: not built, not measured.)
 //!
 //! The whole prompt step of 2B-4T's ternary layers (30 × QKV, O, gate/up,
 //! down for 128 tokens: 267 G MAC, activation quantisation included,
@@ -134,10 +168,13 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_two_bit;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
 pub(crate) mod scalar;
+pub mod two_bit;
 
 use std::cell::RefCell;
 
@@ -161,6 +198,42 @@ pub fn padded_cols(cols: usize) -> usize {
 /// Rows after padding to whole blocks.
 pub fn padded_rows(rows: usize) -> usize {
     rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS
+}
+
+/// How a [`TernaryMatrix`] stores its weights. Both layouts use blocks of
+/// 16 rows in 64 bytes, row-block-major, with byte `j` of a block belonging
+/// to row `j / 4` and holding the columns `j % 4 + 4·d` (one "step" of four
+/// columns per digit `d`), so every kernel sees the same operand shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TernaryLayout {
+    /// Five base-3 digits per byte, 1.6 bits per weight (20 columns per
+    /// block): the fewest bytes; for AVX-512 VNNI and the scalar reference.
+    Base3,
+    /// Four 2-bit codes per byte, 2 bits per weight (16 columns per block):
+    /// 25 % more bytes, but one shift and four masks decode 32 bytes, which
+    /// is what AVX2 without VNNI needs to keep up with memory (see
+    /// [`two_bit`]).
+    TwoBit,
+}
+
+impl TernaryLayout {
+    /// Columns per 64-byte block.
+    pub fn block_cols(self) -> usize {
+        match self {
+            TernaryLayout::Base3 => BLOCK_COLS,
+            TernaryLayout::TwoBit => two_bit::BLOCK_COLS,
+        }
+    }
+
+    /// Four-column steps (digits per byte) per block.
+    pub fn steps_per_block(self) -> usize {
+        self.block_cols() / 4
+    }
+
+    /// Bytes of the packed weights of a `rows` × `cols` matrix.
+    pub fn packed_bytes(self, rows: usize, cols: usize) -> usize {
+        padded_rows(rows) / BLOCK_ROWS * cols.div_ceil(self.block_cols()) * BLOCK_BYTES
+    }
 }
 
 /// How a row's scale turns the integer product into the output, matching the
@@ -189,6 +262,7 @@ impl ScaleRule {
 /// A packed ternary matrix (`rows` outputs × `cols` inputs).
 #[derive(Clone, Debug)]
 pub struct TernaryMatrix {
+    layout: TernaryLayout,
     rows: usize,
     cols: usize,
     row_blocks: usize,
@@ -199,8 +273,24 @@ pub struct TernaryMatrix {
 }
 
 impl TernaryMatrix {
-    /// Packs a row-major matrix of `{-1, 0, 1}` values with one scale per row.
+    /// Packs a row-major matrix of `{-1, 0, 1}` values with one scale per
+    /// row in the [`TernaryLayout::Base3`] layout, which every kernel level
+    /// reads ([`crate::Kernels::pack_ternary`] picks the layout a level runs
+    /// fastest).
     pub fn pack(
+        rows: usize,
+        cols: usize,
+        values: &[i8],
+        scales: Vec<f32>,
+        rule: ScaleRule,
+    ) -> Result<TernaryMatrix> {
+        TernaryMatrix::pack_as(TernaryLayout::Base3, rows, cols, values, scales, rule)
+    }
+
+    /// Packs a row-major matrix of `{-1, 0, 1}` values with one scale per
+    /// row in `layout`.
+    pub fn pack_as(
+        layout: TernaryLayout,
         rows: usize,
         cols: usize,
         values: &[i8],
@@ -222,7 +312,7 @@ impl TernaryMatrix {
             });
         }
         let row_blocks = padded_rows(rows) / BLOCK_ROWS;
-        let col_blocks = padded_cols(cols) / BLOCK_COLS;
+        let col_blocks = cols.div_ceil(layout.block_cols());
         let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * BLOCK_BYTES);
         let block_row_bytes = col_blocks * BLOCK_BYTES;
         let mut valid = true;
@@ -233,7 +323,11 @@ impl TernaryMatrix {
         {
             let r0 = rb * BLOCK_ROWS;
             let n = (rows - r0).min(BLOCK_ROWS);
-            valid &= pack_row_block(&values[r0 * cols..(r0 + n) * cols], n, cols, out);
+            let part = &values[r0 * cols..(r0 + n) * cols];
+            valid &= match layout {
+                TernaryLayout::Base3 => pack_row_block(part, n, cols, out),
+                TernaryLayout::TwoBit => two_bit::pack_row_block(part, n, cols, out),
+            };
         }
         if !valid {
             let i = values
@@ -246,6 +340,7 @@ impl TernaryMatrix {
             });
         }
         Ok(TernaryMatrix {
+            layout,
             rows,
             cols,
             row_blocks,
@@ -254,6 +349,11 @@ impl TernaryMatrix {
             scales,
             rule,
         })
+    }
+
+    /// The storage layout.
+    pub fn layout(&self) -> TernaryLayout {
+        self.layout
     }
 
     /// Number of rows (outputs).
@@ -271,7 +371,8 @@ impl TernaryMatrix {
         self.row_blocks
     }
 
-    /// Number of 20-column blocks per row block.
+    /// Number of column blocks (of [`TernaryLayout::block_cols`]) per row
+    /// block.
     pub fn col_blocks(&self) -> usize {
         self.col_blocks
     }
@@ -327,10 +428,10 @@ impl TernaryMatrix {
                 let block = &blocks[cb * BLOCK_BYTES..][..BLOCK_BYTES];
                 for (j, &byte) in block.iter().enumerate() {
                     let r = rb * BLOCK_ROWS + j / 4;
-                    for d in 0..DIGITS {
-                        let c = cb * BLOCK_COLS + j % 4 + 4 * d;
+                    for d in 0..self.layout.steps_per_block() {
+                        let c = cb * self.layout.block_cols() + j % 4 + 4 * d;
                         if r < self.rows && c < self.cols {
-                            out[r * self.cols + c] = decode_digit(byte, d) as i8 - 1;
+                            out[r * self.cols + c] = self.code(byte, d) as i8 - 1;
                         }
                     }
                 }
@@ -339,8 +440,18 @@ impl TernaryMatrix {
         out
     }
 
+    /// Digit `d` of a packed byte in this matrix's layout: the code `t + 1`.
+    #[inline(always)]
+    pub(crate) fn code(&self, byte: u8, d: usize) -> u8 {
+        match self.layout {
+            TernaryLayout::Base3 => decode_digit(byte, d),
+            TernaryLayout::TwoBit => two_bit::decode_code(byte, d),
+        }
+    }
+
     /// Stacks matrices with the same columns and rule into one (rows in
-    /// order): fused Q/K/V or gate/up products that share one quantised input.
+    /// order), in the first one's layout: fused Q/K/V or gate/up products
+    /// that share one quantised input.
     pub fn stack(parts: &[&TernaryMatrix]) -> Result<TernaryMatrix> {
         let first = parts.first().ok_or(Error::Shape {
             what: "stacked matrices",
@@ -364,7 +475,7 @@ impl TernaryMatrix {
             values.extend(p.unpack());
             scales.extend_from_slice(&p.scales);
         }
-        TernaryMatrix::pack(rows, first.cols, &values, scales, first.rule)
+        TernaryMatrix::pack_as(first.layout, rows, first.cols, &values, scales, first.rule)
     }
 }
 
@@ -467,22 +578,26 @@ fn pack_row_fast(row: &[i8], out: &mut [u8], r: usize, n_blocks: usize, bad: &mu
     0
 }
 
+/// Four ternary values as one little-endian word turned into their codes
+/// `t + 1` bytewise; the second word has non-zero bits where a byte was not
+/// in {-1, 0, 1}.
+#[inline(always)]
+pub(crate) fn code_word(v: [i8; 4]) -> (u32, u32) {
+    let x = u32::from_le_bytes(v.map(|b| b as u8));
+    // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
+    let c = ((x & 0x7f7f_7f7f) + 0x0101_0101) ^ ((x ^ 0x0101_0101) & 0x8080_8080);
+    // Anything but 0, 1, 2 in a byte marks the block invalid.
+    (c, (c & 0xfcfc_fcfc) | (c & (c >> 1) & 0x0101_0101))
+}
+
 /// One row's 4 bytes of a 20-column block (see [`pack_row_block`]); returns
 /// non-zero bits if a value is not in {-1, 0, 1}.
 #[inline(always)]
 fn pack4(v: &[i8; BLOCK_COLS], o: &mut [u8; 4]) -> u32 {
     let mut bad = 0u32;
     let mut word = |d: usize| {
-        let x = u32::from_le_bytes([
-            v[4 * d] as u8,
-            v[4 * d + 1] as u8,
-            v[4 * d + 2] as u8,
-            v[4 * d + 3] as u8,
-        ]);
-        // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
-        let c = ((x & 0x7f7f_7f7f) + 0x0101_0101) ^ ((x ^ 0x0101_0101) & 0x8080_8080);
-        // Anything but 0, 1, 2 in a byte marks the block invalid.
-        bad |= (c & 0xfcfc_fcfc) | (c & (c >> 1) & 0x0101_0101);
+        let (c, b) = code_word([v[4 * d], v[4 * d + 1], v[4 * d + 2], v[4 * d + 3]]);
+        bad |= b;
         c
     };
     let n = word(0)

@@ -1,7 +1,7 @@
 //! The scalar reference for ternary × int8 products: decode each digit and
-//! multiply-accumulate `t · q` in plain integer arithmetic.
+//! multiply-accumulate `t · q` in plain integer arithmetic, in either layout.
 
-use super::{BLOCK_BYTES, BLOCK_COLS, BLOCK_ROWS, DIGITS, TernaryMatrix, decode_digit};
+use super::{BLOCK_BYTES, BLOCK_ROWS, TernaryMatrix};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -12,6 +12,7 @@ pub(crate) fn gemm(
     out: &OutRows,
     blocks: std::ops::Range<usize>,
 ) {
+    let (block_cols, steps) = (w.layout().block_cols(), w.layout().steps_per_block());
     for t in 0..x.n_tokens() {
         let q = x.row(t);
         let s_x = x.scales()[t];
@@ -21,9 +22,9 @@ pub(crate) fn gemm(
             for cb in 0..w.col_blocks() {
                 let block = &row_block[cb * BLOCK_BYTES..][..BLOCK_BYTES];
                 for (j, &byte) in block.iter().enumerate() {
-                    for d in 0..DIGITS {
-                        let t_val = i32::from(decode_digit(byte, d)) - 1;
-                        let qv = i32::from(q[cb * BLOCK_COLS + j % 4 + 4 * d]);
+                    for d in 0..steps {
+                        let t_val = i32::from(w.code(byte, d)) - 1;
+                        let qv = i32::from(q[cb * block_cols + j % 4 + 4 * d]);
                         acc[j / 4] += t_val * qv;
                     }
                 }

@@ -22,7 +22,7 @@ pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod ternarize;
 
-use bitnet_kernels::{ScaleRule, TernaryMatrix};
+use bitnet_kernels::{ScaleRule, TernaryLayout, TernaryMatrix};
 use rayon::prelude::*;
 
 use crate::config::{HParams, RopeStyle};
@@ -162,7 +162,12 @@ struct Job {
 /// Decodes the parts of `job` (their shapes already checked) into one buffer
 /// and packs it (rows in order: fused Q/K/V or gate/up share one activation
 /// quantisation).
-fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<Packed> {
+fn build_matrix(
+    src: &dyn TensorSource,
+    job: &Job,
+    buffers: &Buffers,
+    layout: TernaryLayout,
+) -> Result<Packed> {
     let cols = job.cols;
     let rows: usize = job.parts.iter().map(|p| p.1).sum();
     let names: Vec<String> = job
@@ -174,7 +179,7 @@ fn build_matrix(src: &dyn TensorSource, job: &Job, buffers: &Buffers) -> Result<
     if buf.len() < rows * cols {
         buf.resize(rows * cols, 0);
     }
-    let result = fill_and_pack(src, job, &names, rows, &mut buf[..rows * cols]);
+    let result = fill_and_pack(src, job, &names, rows, &mut buf[..rows * cols], layout);
     buffers.put(buf);
     let m = result?;
     for name in &names {
@@ -216,6 +221,7 @@ fn fill_and_pack(
     names: &[String],
     rows: usize,
     values: &mut [i8],
+    layout: TernaryLayout,
 ) -> Result<Packed> {
     let cols = job.cols;
     let mut scales = Vec::with_capacity(rows);
@@ -249,9 +255,11 @@ fn fill_and_pack(
         None
     };
     let matrix =
-        TernaryMatrix::pack(rows, cols, values, scales, rule).map_err(|source| Error::Kernel {
-            tensor: names[0].clone(),
-            source,
+        TernaryMatrix::pack_as(layout, rows, cols, values, scales, rule).map_err(|source| {
+            Error::Kernel {
+                tensor: names[0].clone(),
+                source,
+            }
         })?;
     Ok(Packed { matrix, divisors })
 }
@@ -441,7 +449,12 @@ fn layer_jobs(hp: &HParams, layer: usize, split: bool, unpermute: Option<usize>)
 }
 
 /// Loads and checks every tensor the architecture needs.
-pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
+/// The ternary matrices are packed in `layout` (the kernels' choice).
+pub(crate) fn build(
+    src: &dyn TensorSource,
+    hp: &HParams,
+    layout: TernaryLayout,
+) -> Result<Weights> {
     let d = hp.n_embd;
     let embd_name = src.name(Role::TokenEmbd, 0);
     expect_shape(src, &embd_name, &[hp.n_vocab, d])?;
@@ -506,7 +519,7 @@ pub(crate) fn build(src: &dyn TensorSource, hp: &HParams) -> Result<Weights> {
     let mut mats = jobs
         .par_iter()
         .with_max_len(1)
-        .map(|job| build_matrix(src, job, &buffers))
+        .map(|job| build_matrix(src, job, &buffers, layout))
         .collect::<Result<Vec<_>>>()?;
     choose_divisors(&mut mats)?;
     let mut mats = mats.into_iter().map(|p| p.matrix);

@@ -1,0 +1,185 @@
+//! AVX2 kernels of the 2-bit layout (see [`super::two_bit`]).
+//!
+//! * [`gemv_any`] (1..=[`GEMV_MAX_TOKENS`] tokens, decoding): per 32 bytes
+//!   (8 rows × 16 columns) one `vpsrlw` by 4 and four `vpand` give the four
+//!   code planes, those of bits 2..4 multiplied by 4 (`v & 0x0C`, `v>>4 &
+//!   0x0C`). Each plane meets its four broadcast activation bytes in one
+//!   `vpmaddubsw` (codes ≤ 8 × activations ≥ −128: pairs within ±2048, no
+//!   saturation) added into an `i16` accumulator: one for the plain planes,
+//!   one for the ×4 planes, per 8-row half and token. Every [`FLUSH`]
+//!   column blocks `vpmaddwd` against ones widens them into `i32`, and an
+//!   arithmetic shift by 2 divides the ×4 sums back, exactly (they are sums
+//!   of `4·code·q`).
+//!   Both halves of a block share the activation broadcasts; the weights
+//!   stream once.
+//! * [`decode_panel`]: codes of a column chunk of one row block for the
+//!   GEMM micro-kernel of `avx2` (shifts and masks into the panel format
+//!   that the base-3 decoder writes).
+
+// Register-blocked loops index their accumulator arrays with constant
+// ranges on purpose: after full unrolling every index is a constant and the
+// arrays live in registers.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::avx2::{broadcast4, finish};
+use super::two_bit::{BLOCK_COLS, CODES};
+use super::{BLOCK_BYTES, BLOCK_ROWS, TernaryMatrix};
+use crate::act::QuantizedActs;
+use crate::out::OutRows;
+
+/// Largest token count that takes the streaming GEMV path. 2560×2560, one
+/// core (Zen 5, forced AVX2), µs: GEMV 42, 75, 119, 157 for 1–4 tokens,
+/// GEMM 88, 113, 140 for 2–4.
+pub(crate) const GEMV_MAX_TOKENS: usize = 2;
+/// Column blocks between `i16` → `i32` flushes. Per block the ×4
+/// accumulator gains two products of pairs within [−2·8·128, 2·8·127], so
+/// after 8 blocks it lies in [−32768, 32512]: exact in `i16`.
+const FLUSH: usize = 8;
+
+/// Streaming product for 1..=[`GEMV_MAX_TOKENS`] tokens.
+///
+/// # Safety
+/// The contract of `avx2::matmul`; `w` is in the 2-bit layout and
+/// `x.n_tokens()` is 1..=[`GEMV_MAX_TOKENS`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemv_any(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    blocks: Range<usize>,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match x.n_tokens() {
+            1 => gemv::<1>(w, x, out, blocks),
+            _ => gemv::<2>(w, x, out, blocks),
+        }
+    }
+}
+
+/// Streaming product for `T` tokens.
+///
+/// # Safety
+/// As [`gemv_any`], with `x.n_tokens() == T`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemv<const T: usize>(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    blocks: Range<usize>,
+) {
+    let col_blocks = w.col_blocks();
+    let mut acts = [std::ptr::null::<i8>(); T];
+    for t in 0..T {
+        acts[t] = x.row(t).as_ptr();
+    }
+    let low = _mm256_set1_epi8(0x03);
+    let high = _mm256_set1_epi8(0x0C);
+    let ones = _mm256_set1_epi16(1);
+    for rb in blocks {
+        let base = w.row_block(rb).as_ptr();
+        // [half][token]; constant-index loops only, so that they live in
+        // registers.
+        let mut plain = [[_mm256_setzero_si256(); T]; 2];
+        let mut times4 = [[_mm256_setzero_si256(); T]; 2];
+        let mut acc32 = [[_mm256_setzero_si256(); T]; 2];
+        for cb in 0..col_blocks {
+            let mut a = [[_mm256_setzero_si256(); CODES]; T];
+            for t in 0..T {
+                for d in 0..CODES {
+                    // SAFETY: column 16·cb + 4·d + 3 < padded columns ≤
+                    // stride (the activations are zero-padded).
+                    a[t][d] = unsafe { broadcast4(acts[t].add(BLOCK_COLS * cb + 4 * d)) };
+                }
+            }
+            for h in 0..2 {
+                // SAFETY: half `h` of block `cb`: 32 aligned bytes inside
+                // the row block.
+                let v = unsafe { _mm256_load_si256(base.add(cb * BLOCK_BYTES + 32 * h).cast()) };
+                let v4 = _mm256_srli_epi16::<4>(v);
+                let planes = [
+                    _mm256_and_si256(v, low),
+                    _mm256_and_si256(v, high),
+                    _mm256_and_si256(v4, low),
+                    _mm256_and_si256(v4, high),
+                ];
+                for t in 0..T {
+                    let p0 = _mm256_maddubs_epi16(planes[0], a[t][0]);
+                    let p1 = _mm256_maddubs_epi16(planes[1], a[t][1]);
+                    let p2 = _mm256_maddubs_epi16(planes[2], a[t][2]);
+                    let p3 = _mm256_maddubs_epi16(planes[3], a[t][3]);
+                    plain[h][t] = _mm256_add_epi16(plain[h][t], _mm256_add_epi16(p0, p2));
+                    times4[h][t] = _mm256_add_epi16(times4[h][t], _mm256_add_epi16(p1, p3));
+                }
+            }
+            if (cb + 1) % FLUSH == 0 || cb + 1 == col_blocks {
+                for h in 0..2 {
+                    for t in 0..T {
+                        // The ×4 sums are multiples of 4: the shift is exact.
+                        let wide = _mm256_add_epi32(
+                            _mm256_madd_epi16(plain[h][t], ones),
+                            _mm256_srai_epi32::<2>(_mm256_madd_epi16(times4[h][t], ones)),
+                        );
+                        acc32[h][t] = _mm256_add_epi32(acc32[h][t], wide);
+                        plain[h][t] = _mm256_setzero_si256();
+                        times4[h][t] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        for h in 0..2 {
+            let r0 = rb * BLOCK_ROWS + 8 * h;
+            if r0 >= w.rows() {
+                continue;
+            }
+            for t in 0..T {
+                // SAFETY: rows r0..r0+8 belong to this row block (ours);
+                // `finish` touches only the real ones.
+                unsafe {
+                    finish(
+                        acc32[h][t],
+                        x.sums()[t],
+                        x.scales()[t],
+                        w.rule(),
+                        w.scales().as_ptr().add(r0),
+                        w.rows() - r0,
+                        out.ptr(t, r0),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Decodes column blocks `cbs` of row block `rb` into `buf`: step `s`
+/// (counted from the chunk start) at `buf[s·64..]` (rows 0..8 in the first
+/// 32 bytes, 8..16 in the second), as plain codes.
+///
+/// # Safety
+/// `w` is in the 2-bit layout; `buf` must be 32-byte aligned and hold
+/// `4 · cbs.len() · 64` bytes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn decode_panel(w: &TernaryMatrix, rb: usize, cbs: Range<usize>, buf: *mut u8) {
+    let base = w.row_block(rb).as_ptr();
+    let low = _mm256_set1_epi8(0x03);
+    for (c, cb) in cbs.enumerate() {
+        for h in 0..2 {
+            // SAFETY: as in `gemv`.
+            let v = unsafe { _mm256_load_si256(base.add(cb * BLOCK_BYTES + 32 * h).cast()) };
+            let planes = [
+                v,
+                _mm256_srli_epi16::<2>(v),
+                _mm256_srli_epi16::<4>(v),
+                _mm256_srli_epi16::<6>(v),
+            ];
+            for (d, p) in planes.into_iter().enumerate() {
+                let at = (CODES * c + d) * 64 + 32 * h;
+                // SAFETY: inside the buffer by the caller's contract; aligned.
+                unsafe { _mm256_store_si256(buf.add(at).cast(), _mm256_and_si256(p, low)) };
+            }
+        }
+    }
+}
