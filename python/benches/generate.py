@@ -2,9 +2,9 @@
 
 Runs, on one model file, alternating in one process tree:
 
-* ``bitnet run`` (the binary) and ``BitNetModel.generate(stream=True)``:
-  decoding tokens/s of each, measured between the first and the last token
-  (prompt processing excluded from both), and the Python overhead per token;
+* ``bitnet run`` (the binary, its own timings of prompt and generation) and
+  ``BitNetModel.generate(stream=True)`` (wall time as the caller sees it) on
+  the same prompt and token count: the Python overhead per token;
 * ``generate_batch`` of N prompts against a loop of ``generate`` over the same
   prompts: aggregate tokens/s, wall time including prompt processing.
 
@@ -45,21 +45,27 @@ PROMPTS = [
 ]
 
 
-def binary_rate(binary: Path, model: str, threads: int, n: int) -> float:
+def binary_time(binary: Path, model: str, threads: int, n: int) -> float:
+    """Seconds `bitnet run` spends on the prompt and `n` tokens (its own
+    timings, without loading)."""
     out = subprocess.run(
         [str(binary), "run", "-m", model, "-p", PROMPTS[0], "-n", str(n), "--temp", "0", "--ignore-eos",
          "-t", str(threads), "--output-format", "json"],
         capture_output=True, text=True, check=True,
     )
     t = json.loads(out.stdout)["timings"]
-    # The first generated token comes from the prompt's logits: n tokens take
-    # n - 1 forward passes after it.
-    return (t["predicted_n"] - 1) * 1e3 / t["predicted_ms"]
+    assert t["predicted_n"] == n
+    return (t["prompt_ms"] + t["predicted_ms"]) / 1e3
 
 
-def python_rate(m: bitnet.BitNetModel, n: int) -> float:
-    stamps = [time.perf_counter() for _ in m.generate(PROMPTS[0], n, temperature=0, ignore_eos=True, stream=True)]
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+def python_time(m: bitnet.BitNetModel, n: int) -> float:
+    """Seconds `generate` takes for the same prompt and `n` tokens, as the
+    caller sees them (tokenising, queueing, every piece through Python)."""
+    t0 = time.perf_counter()
+    pieces = list(m.generate(PROMPTS[0], n, temperature=0, ignore_eos=True, stream=True))
+    elapsed = time.perf_counter() - t0
+    assert pieces
+    return elapsed
 
 
 def main() -> None:
@@ -74,16 +80,16 @@ def main() -> None:
 
     m = bitnet.BitNetModel.from_pretrained(a.model, n_threads=a.threads, n_ctx=1024, n_parallel=a.batch)
     print(f"{m!r}")
-    python_rate(m, 8)  # warm-up
+    python_time(m, 8)  # warm-up
 
-    rates_bin, rates_py = [], []
+    times_bin, times_py = [], []
     for _ in range(a.repeats):
-        rates_bin.append(binary_rate(Path(a.bitnet_bin), a.model, a.threads, a.tokens))
-        rates_py.append(python_rate(m, a.tokens))
-    b, q = statistics.mean(rates_bin), statistics.mean(rates_py)
-    print(f"decode, {a.tokens} tokens: bitnet run {b:.2f} tok/s ({', '.join(f'{r:.2f}' for r in rates_bin)}), "
-          f"python generate {q:.2f} tok/s ({', '.join(f'{r:.2f}' for r in rates_py)}); "
-          f"python overhead {100 * (b / q - 1):+.2f} %")
+        times_bin.append(binary_time(Path(a.bitnet_bin), a.model, a.threads, a.tokens))
+        times_py.append(python_time(m, a.tokens))
+    b, q = statistics.median(times_bin), statistics.median(times_py)
+    print(f"prompt + {a.tokens} tokens, median: bitnet run {b:.3f} s ({', '.join(f'{t:.3f}' for t in times_bin)}), "
+          f"python generate {q:.3f} s ({', '.join(f'{t:.3f}' for t in times_py)}); "
+          f"python overhead {1e3 * (q - b) / a.tokens:+.2f} ms per token ({100 * (q / b - 1):+.2f} %)")
 
     prompts = PROMPTS[: a.batch]
     loop_rates, batch_rates = [], []
@@ -95,7 +101,7 @@ def main() -> None:
         t0 = time.perf_counter()
         m.generate_batch(prompts, a.tokens, temperature=0, ignore_eos=True)
         batch_rates.append(len(prompts) * a.tokens / (time.perf_counter() - t0))
-    lo, ba = statistics.mean(loop_rates), statistics.mean(batch_rates)
+    lo, ba = statistics.median(loop_rates), statistics.median(batch_rates)
     print(f"{len(prompts)} prompts x {a.tokens} tokens: loop of generate {lo:.2f} tok/s "
           f"({', '.join(f'{r:.2f}' for r in loop_rates)}), generate_batch {ba:.2f} tok/s "
           f"({', '.join(f'{r:.2f}' for r in batch_rates)}): {ba / lo:.2f}x")
