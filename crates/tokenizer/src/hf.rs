@@ -220,10 +220,11 @@ pub(crate) fn unescape_spm(text: &str) -> Vec<u8> {
 pub(crate) fn load(files: HfFiles<'_>) -> Result<Tokenizer> {
     let (tok_name, tok_bytes) = (&files.tokenizer.0, files.tokenizer.1);
     // The file must be JSON before the tokenizers crate sees it, and that
-    // crate panics on some malformed files (an invalid `\u` escape inside a
-    // decoder, found by fuzzing): its panics are caught and reported as the
-    // file's error.
-    serde_json::from_slice::<serde::de::IgnoredAny>(tok_bytes).map_err(|source| Error::Json {
+    // crate panics on some malformed files (an invalid `\u` escape or a key
+    // that is not UTF-8 inside a decoder, both found by fuzzing). Parsing to
+    // a value checks every string's escapes and UTF-8, which skipping does
+    // not; any panic left is caught and reported as the file's error.
+    serde_json::from_slice::<serde_json::Value>(tok_bytes).map_err(|source| Error::Json {
         file: tok_name.clone(),
         source,
     })?;

@@ -198,23 +198,35 @@ fn gguf_vocabulary_errors_name_the_field() {
 }
 
 /// Every input that ever made a fuzz target fail (fuzz/regressions) now
-/// loads or is refused with an error, without a panic.
+/// is refused with an error, and nothing panics on the way, not even a panic
+/// the loader would catch: the fuzzer aborts on any panic, caught or not, so
+/// a panic hook counts them here.
 #[test]
 fn fuzz_regressions_are_errors() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    std::panic::set_hook(Box::new(|_| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+    }));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/regressions/tokenizer_json");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
         let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
         let (tokenizer, rest) = data.split_at(split);
         let config = rest.get(1..).filter(|c| !c.is_empty());
-        let result = std::panic::catch_unwind(|| {
-            bitnet_tokenizer::Tokenizer::from_hf_json(tokenizer, config).map(|_| ())
-        });
-        let result = result.expect("no panic");
-        assert!(result.is_err(), "accepted");
+        let result = bitnet_tokenizer::Tokenizer::from_hf_json(tokenizer, config).map(|_| ());
+        assert!(result.is_err(), "{} accepted", path.display());
+        assert_eq!(
+            PANICS.load(Ordering::SeqCst),
+            0,
+            "{} panicked",
+            path.display()
+        );
         n += 1;
     }
-    assert!(n >= 1);
+    let _ = std::panic::take_hook();
+    assert!(n >= 2);
 }
