@@ -4,6 +4,7 @@ to `python -m bitnet serve` and gets the text `generate` gives."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from typing import Iterator
 import pytest
 
 import bitnet
-from conftest import MIT, missing
+from conftest import FIXTURES, MIT, missing
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,12 @@ def test_chat_dicts_are_openai_chat_completions(model: bitnet.BitNetModel, opena
 @pytest.fixture(scope="module")
 def server(openai) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """`python -m bitnet serve` on a free port; yields its base URL."""
+    yield from _serve("builtin")
+
+
+def _serve(model: str) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bitnet", "serve", "--model", "builtin", "--port", "0", "-t", "2", "-c", "512"],
+        [sys.executable, "-m", "bitnet", "serve", "--model", model, "--port", "0", "-t", "2", "-c", "512"],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -117,3 +122,25 @@ def test_the_openai_client_against_python_m_bitnet_serve(server: str, model: bit
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == model.chat("What is a licence?", max_tokens=16, temperature=0)
     assert [m.id for m in client.models.list()] == ["demo-bitnet"]
+
+
+def test_the_openai_client_embeds_through_the_server(openai) -> None:  # type: ignore[no-untyped-def]
+    """`client.embeddings.create` (which asks for base64 by default) gives
+    the vectors `BitNetModel.embed` gives."""
+    import numpy as np
+
+    path = str(FIXTURES / "embed" / "qwen3")
+    texts = [t["text"] for t in json.loads((FIXTURES / "embed" / "qwen3" / "reference.json").read_text())["texts"]]
+    want = bitnet.BitNetModel.from_pretrained(path, n_ctx=512).embed(texts)
+    serving = _serve(path)
+    url = next(serving)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+        for encoding in ("base64", "float"):
+            result = client.embeddings.create(model="embed", input=texts, encoding_format=encoding)
+            got = np.asarray([d.embedding for d in result.data], dtype=np.float32)
+            assert got.shape == want.shape
+            assert np.abs(got - want).max() < 1e-6, encoding
+            assert result.usage.prompt_tokens > len(texts)
+    finally:
+        next(serving, None)

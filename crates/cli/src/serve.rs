@@ -54,6 +54,28 @@ pub struct ServeArgs {
     /// object per line, for log shippers) or off.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,
+    /// Require this key on every route but /health (`Authorization: Bearer
+    /// KEY`, as OpenAI clients send their api_key); 401 otherwise.
+    #[arg(long = "api-key", conflicts_with = "api_key_file")]
+    pub api_key: Option<String>,
+    /// Read the API key from this file (keeps it out of the process list).
+    #[arg(long = "api-key-file")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Let web pages from this origin call the API (CORS), e.g.
+    /// https://app.example.com; repeat for several, `*` for any. Without
+    /// it no CORS header is sent.
+    #[arg(long = "cors-origin")]
+    pub cors_origin: Vec<String>,
+    /// Seconds a request's headers may take to arrive (and an idle
+    /// keep-alive connection may stay open).
+    #[arg(long = "header-timeout", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a request's body may take to arrive (408 beyond).
+    #[arg(long = "body-timeout", default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Connections open at once; more are answered 503 and closed.
+    #[arg(long = "max-connections", default_value_t = 512)]
+    pub max_connections: usize,
 }
 
 /// `--log-format`.
@@ -73,20 +95,25 @@ fn parse_n_predict(s: &str) -> Result<i64, String> {
     }
 }
 
+/// The API key from --api-key or --api-key-file.
+fn api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let key = match (&args.api_key, &args.api_key_file) {
+        (Some(k), _) => k.trim().to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the API key file {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    anyhow::ensure!(!key.is_empty(), "the API key is empty");
+    Ok(Some(key))
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
-    let model_name = args
-        .alias
-        .clone()
-        .unwrap_or_else(|| bitnet_server::model_name(args.model.model.as_deref(), engine.name()));
-    let n_ctx = engine.n_ctx();
-    let kv_bytes =
-        bitnet_model::KvCache::bytes_for(engine.model().hparams(), n_ctx, engine.options().kv_type)
-            * args.parallel;
     let config = ServerConfig {
         host: args.host.clone(),
         port: args.port,
-        model_name: model_name.clone(),
+        model_name: args.alias.clone().unwrap_or_default(),
         parallel: args.parallel,
         queue: args.queue,
         max_body_bytes: args.max_body,
@@ -98,10 +125,43 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             LogFormatArg::Json => LogFormat::Json,
             LogFormatArg::Off => LogFormat::Off,
         },
+        api_key: api_key(&args)?,
+        cors_origins: args.cors_origin.clone(),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+        max_connections: args.max_connections,
         ..ServerConfig::default()
     };
-    let server = Server::start(engine, config).context("cannot start the server")?;
+    // Listen first: while the model loads, /health answers 503 (a
+    // Kubernetes startup probe waits for it) and signals stop the server.
+    let mut server = Server::bind(config).context("cannot start the server")?;
     server.shutdown_on_signals();
+    eprintln!(
+        "listening on {}; loading the model (/health answers 503 until it is ready)",
+        server.local_addr()
+    );
+    let engine = match args.model.load() {
+        Ok(engine) => engine,
+        Err(e) => {
+            server.shutdown();
+            let _ = server.wait();
+            return Err(e);
+        }
+    };
+    let model_name = args
+        .alias
+        .clone()
+        .unwrap_or_else(|| bitnet_server::model_name(args.model.model.as_deref(), engine.name()));
+    server.set_model_name(&model_name);
+    let n_ctx = engine.n_ctx();
+    let kv_bytes =
+        bitnet_model::KvCache::bytes_for(engine.model().hparams(), n_ctx, engine.options().kv_type)
+            * args.parallel;
+    if let Err(e) = server.serve(engine) {
+        server.shutdown();
+        let _ = server.wait();
+        return Err(e).context("cannot start the server");
+    }
     let cap = match args.n_predict {
         -1 => "no limit on generated tokens".to_string(),
         n => format!("at most {n} generated tokens a request"),

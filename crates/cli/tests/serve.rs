@@ -25,8 +25,14 @@ fn serve_answers_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // The port is bound first (while the model loads, /health says 503),
+    // then the model is served.
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on 127.0.0.1:"), "{line:?}");
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("serving `"), "{line:?}");
     let addr = line
         .split("http://")
         .nth(1)

@@ -27,10 +27,35 @@ impl Engine {
         Ok(self.model().embed(self.pool(), &seqs)?)
     }
 
-    /// The tokens the model embeds for `text` (see the module doc).
-    pub fn embedding_tokens(&self, text: &str) -> Result<Vec<u32>> {
-        let spec = self
-            .model()
+    /// The L2-normalised embedding of each token sequence, in order, taken
+    /// as given (no BOS or end-of-text token is added: these are the ids
+    /// the model sees). Each must be non-empty, within the context and the
+    /// vocabulary.
+    pub fn embed_tokens(&self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.embedding_spec()?;
+        let n_vocab = self.model().hparams().n_vocab;
+        for ids in seqs {
+            if ids.is_empty() {
+                return Err(Error::EmptyPrompt);
+            }
+            if ids.len() > self.n_ctx() {
+                return Err(Error::PromptTooLong {
+                    n_tokens: ids.len(),
+                    n_ctx: self.n_ctx(),
+                });
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+                return Err(Error::InvalidArgument {
+                    name: "input",
+                    reason: format!("token id {bad} is out of range (vocabulary size {n_vocab})"),
+                });
+            }
+        }
+        Ok(self.model().embed(self.pool(), seqs)?)
+    }
+
+    fn embedding_spec(&self) -> Result<&bitnet_model::EmbeddingSpec> {
+        self.model()
             .embedding()
             .ok_or_else(|| Error::InvalidArgument {
                 name: "model",
@@ -39,7 +64,12 @@ impl Engine {
                  Qwen3 or Gemma3 backbones)",
                     self.name()
                 ),
-            })?;
+            })
+    }
+
+    /// The tokens the model embeds for `text` (see the module doc).
+    pub fn embedding_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let spec = self.embedding_spec()?;
         let mut ids = self.tokenize(text)?;
         if spec.append_eos {
             let tok = self.tokenizer();

@@ -4,15 +4,28 @@
 //! [`available_memory`] up front, so that a request too big for the machine
 //! is an error naming the sizes rather than an out-of-memory kill later.
 
+/// The variable that caps what this process assumes it may still use, in
+/// bytes (to leave room for other programs on the machine, and for tests).
+pub const MEMORY_LIMIT_ENV: &str = "BITNET_MEMORY_LIMIT";
+
 /// Bytes this process may still use: the machine's `MemAvailable`, or less
-/// where a memory cgroup (a container's limit) leaves less room. `None`
-/// where the OS says neither.
+/// where a memory cgroup (a container's limit) or `BITNET_MEMORY_LIMIT`
+/// leaves less room. `None` where none of them says.
 pub fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    let machine = kb * 1024;
-    Some(cgroup_headroom().map_or(machine, |h| h.min(machine)))
+    let cap = std::env::var(MEMORY_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let machine = (|| {
+        let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let machine = kb * 1024;
+        Some(cgroup_headroom().map_or(machine, |h| h.min(machine)))
+    })();
+    match (machine, cap) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    }
 }
 
 /// Room left under this process's memory cgroup limit: the limit less the

@@ -53,6 +53,9 @@ impl Stream {
                 Ok(Event::Failed(Failure::Internal(message))) => {
                     return Err(bitnet_error(message));
                 }
+                Ok(Event::Failed(Failure::OutOfMemory(message))) => {
+                    return Err(pyo3::exceptions::PyMemoryError::new_err(message));
+                }
                 Err(RecvError::Disconnected) => {
                     return Err(bitnet_error(
                         "the engine stopped before the generation ended",

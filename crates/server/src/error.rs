@@ -136,6 +136,58 @@ impl ApiError {
         .with_code("shutting_down")
     }
 
+    /// 503 while the model is still loading.
+    pub fn loading() -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The model is still loading; retry shortly.",
+        )
+        .with_code("model_loading");
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// 503 when a request's memory (a new KV cache) is not available now.
+    pub fn out_of_memory(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("insufficient_memory");
+        e.retry_after = Some(5);
+        e
+    }
+
+    /// 503 when every connection the server accepts is open.
+    pub fn too_many_connections(limit: usize) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            format!("The server has {limit} connections open, its limit; retry shortly."),
+        )
+        .with_code("too_many_connections");
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// 401 for a missing or wrong API key (OpenAI's `invalid_api_key`).
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided. Send it as `Authorization: Bearer KEY`.",
+        )
+        .with_code("invalid_api_key")
+    }
+
+    /// 408 when the request body does not arrive in time.
+    pub fn body_timeout(seconds: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("The request body did not arrive within {seconds} s."),
+        )
+        .with_code("request_timeout")
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

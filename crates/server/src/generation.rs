@@ -163,6 +163,16 @@ impl Inner {
             default_max,
             prompt_param,
         } = job;
+        if self.engine.model().embedding().is_some() {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "{} is an embedding model: it makes embeddings (/v1/embeddings), not text.",
+                    self.model_name
+                ),
+            )
+            .with_code("model_not_supported"));
+        }
         let permits = self.admit(n)?;
         let prompt = self.tokenize(input).await?;
         params.max_tokens = self.limit(prompt.len(), requested, default_max, prompt_param)?;

@@ -61,6 +61,7 @@ impl Sink for TokioSink {
                 Event::Error(match failure {
                     Failure::ShuttingDown => ApiError::shutting_down(),
                     Failure::Internal(message) => ApiError::internal(message),
+                    Failure::OutOfMemory(message) => ApiError::out_of_memory(message),
                 })
             }
         };

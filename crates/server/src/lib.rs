@@ -58,19 +58,23 @@
 
 mod api;
 mod describe;
+mod embeddings;
 mod error;
 mod generation;
+mod guard;
 mod histogram;
 mod jobs;
+mod listener;
 mod logprobs;
 mod metrics;
 mod request_log;
 mod routes;
 mod stream;
+mod validate;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -79,6 +83,7 @@ use tokio::sync::watch;
 
 pub use error::{ApiError, Error};
 pub use request_log::{LogFormat, LogTarget};
+pub use validate::{Refusal, check_request};
 
 /// How to serve.
 #[derive(Clone, Debug)]
@@ -113,6 +118,19 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Where the request log goes (stderr by default).
     pub log_target: LogTarget,
+    /// The key every route but `/health` requires (`Authorization: Bearer
+    /// KEY`), if any.
+    pub api_key: Option<String>,
+    /// Origins whose web pages may call the API (CORS; `*` for any). Empty:
+    /// no CORS headers at all, so browsers keep other origins out.
+    pub cors_origins: Vec<String>,
+    /// How long a request's head may take to arrive (and an idle
+    /// keep-alive connection may stay open).
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// [`ServerConfig::n_predict`]'s default: long enough for any ordinary
@@ -135,6 +153,11 @@ impl Default for ServerConfig {
             n_predict: Some(DEFAULT_N_PREDICT),
             log_format: LogFormat::Text,
             log_target: LogTarget::stderr(),
+            api_key: None,
+            cors_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 512,
         }
     }
 }
@@ -172,7 +195,8 @@ pub struct ShutdownHandle {
 struct ShutdownInner {
     requested: AtomicBool,
     signal: watch::Sender<bool>,
-    scheduler: bitnet_engine::batch::Batcher,
+    /// Set once the model is being served.
+    scheduler: OnceLock<bitnet_engine::batch::Batcher>,
     grace: Duration,
 }
 
@@ -186,7 +210,9 @@ impl ShutdownHandle {
         } else {
             self.inner.grace
         };
-        self.inner.scheduler.shutdown(grace);
+        if let Some(scheduler) = self.inner.scheduler.get() {
+            scheduler.shutdown(grace);
+        }
         self.inner.signal.send_replace(true);
     }
 
@@ -199,20 +225,34 @@ impl ShutdownHandle {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    config: ServerConfig,
     handle: ShutdownHandle,
     runtime: tokio::runtime::Handle,
     http: JoinHandle<Result<(), Error>>,
-    engine: JoinHandle<()>,
+    routes: watch::Sender<Option<axum::Router>>,
+    engine: Option<JoinHandle<()>>,
 }
 
 impl Server {
     /// Binds the listener, starts the engine thread and the HTTP runtime, and
-    /// returns at once.
+    /// returns at once ([`Server::bind`] then [`Server::serve`]).
     ///
     /// The engine may be shared (`Arc<Engine>`) with other users of the
     /// same model, such as a Python program that also generates directly.
     pub fn start(engine: impl Into<Arc<Engine>>, config: ServerConfig) -> Result<Server, Error> {
-        let engine: Arc<Engine> = engine.into();
+        let mut server = Server::bind(config)?;
+        if let Err(e) = server.serve(engine) {
+            server.shutdown();
+            let _ = server.wait();
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    /// Binds the listener and starts answering before there is a model:
+    /// `/health` says `503 {"status": "loading"}` and every other route
+    /// `503`, until [`Server::serve`] brings the model.
+    pub fn bind(config: ServerConfig) -> Result<Server, Error> {
         if config.parallel == 0 {
             return Err(Error::Config("--parallel must be at least 1".into()));
         }
@@ -221,10 +261,9 @@ impl Server {
                 "the prefill chunk must be at least 1 token".into(),
             ));
         }
-        // One KV cache per slot.
-        engine
-            .check_caches_fit(config.parallel)
-            .map_err(|e| Error::Config(e.to_string()))?;
+        if config.max_connections == 0 {
+            return Err(Error::Config("--max-connections must be at least 1".into()));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.http_threads.max(1))
             .thread_name("bitnet-http")
@@ -242,7 +281,70 @@ impl Server {
             addr: addr_text,
             source,
         })?;
+        let (signal, signal_rx) = watch::channel(false);
+        let handle = ShutdownHandle {
+            inner: Arc::new(ShutdownInner {
+                requested: AtomicBool::new(false),
+                signal,
+                scheduler: OnceLock::new(),
+                grace: config.shutdown_grace,
+            }),
+        };
+        let (routes, routes_rx) = watch::channel(None);
+        let limits = listener::Limits {
+            header_timeout: config.header_timeout,
+            max_connections: config.max_connections,
+        };
+        let hard_stop = config.shutdown_grace + Duration::from_secs(5);
+        let rt_handle = runtime.handle().clone();
+        let http = std::thread::Builder::new()
+            .name("bitnet-http-main".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut stop_rx = signal_rx.clone();
+                    let deadline = async move {
+                        let _ = stop_rx.wait_for(|v| *v).await;
+                        tokio::time::sleep(hard_stop).await;
+                    };
+                    tokio::select! {
+                        () = listener::serve(listener, routes_rx, limits, signal_rx) => Ok(()),
+                        () = deadline => Ok(()),
+                    }
+                })
+            })
+            .map_err(Error::Thread)?;
+        Ok(Server {
+            addr,
+            config,
+            handle,
+            runtime: rt_handle,
+            http,
+            routes,
+            engine: None,
+        })
+    }
 
+    /// Sets the model name (`/v1/models`) before [`Server::serve`].
+    pub fn set_model_name(&mut self, name: &str) {
+        self.config.model_name = name.to_string();
+    }
+
+    /// Serves `engine` on the bound listener: checks that every slot's KV
+    /// cache fits in memory, starts the engine thread, and puts the routes
+    /// in place.
+    pub fn serve(&mut self, engine: impl Into<Arc<Engine>>) -> Result<(), Error> {
+        let engine: Arc<Engine> = engine.into();
+        let config = &self.config;
+        if self.engine.is_some() {
+            return Err(Error::Config("the server already serves a model".into()));
+        }
+        if self.handle.is_shutting_down() {
+            return Err(Error::Config("the server is shutting down".into()));
+        }
+        // One KV cache per slot.
+        engine
+            .check_caches_fit(config.parallel)
+            .map_err(|e| Error::Config(e.to_string()))?;
         let metrics = Arc::new(metrics::Metrics::new(config.parallel));
         let batch = bitnet_engine::batch::BatchConfig {
             parallel: config.parallel,
@@ -252,50 +354,24 @@ impl Server {
         let (scheduler, engine_thread) =
             bitnet_engine::batch::spawn(Arc::clone(&engine), &batch, metrics.clone())
                 .map_err(Error::Thread)?;
-        let (signal, mut signal_rx) = watch::channel(false);
-        let handle = ShutdownHandle {
-            inner: Arc::new(ShutdownInner {
-                requested: AtomicBool::new(false),
-                signal,
-                scheduler: scheduler.clone(),
-                grace: config.shutdown_grace,
-            }),
-        };
-        let state = routes::AppState::new(engine, scheduler, metrics, handle.clone(), &config);
+        let _ = self.handle.inner.scheduler.set(scheduler.clone());
+        let state = routes::AppState::new(engine, scheduler, metrics, self.handle.clone(), config);
         let log = request_log::RequestLog {
             format: config.log_format,
             target: config.log_target.clone(),
         };
-        let app = routes::router(state, config.max_body_bytes, log);
-        let hard_stop = config.shutdown_grace + Duration::from_secs(5);
-        let rt_handle = runtime.handle().clone();
-        let http = std::thread::Builder::new()
-            .name("bitnet-http-main".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut stop_rx = signal_rx.clone();
-                    let graceful = async move {
-                        let _ = signal_rx.wait_for(|v| *v).await;
-                    };
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
-                    let deadline = async move {
-                        let _ = stop_rx.wait_for(|v| *v).await;
-                        tokio::time::sleep(hard_stop).await;
-                    };
-                    tokio::select! {
-                        r = serve => r.map_err(Error::Serve),
-                        () = deadline => Ok(()),
-                    }
-                })
-            })
-            .map_err(Error::Thread)?;
-        Ok(Server {
-            addr,
-            handle,
-            runtime: rt_handle,
-            http,
-            engine: engine_thread,
-        })
+        let policy = Arc::new(guard::Policy {
+            api_key: config.api_key.clone(),
+            body_timeout: config.body_timeout,
+            max_body: config.max_body_bytes,
+        });
+        let mut app = routes::router(state, config.max_body_bytes, log, policy);
+        if let Some(cors) = guard::cors(&config.cors_origins) {
+            app = app.layer(cors);
+        }
+        self.routes.send_replace(Some(app));
+        self.engine = Some(engine_thread);
+        Ok(())
     }
 
     /// The address the server listens on.
@@ -345,7 +421,9 @@ impl Server {
         let served = self.http.join().map_err(|_| Error::Panicked("HTTP"))?;
         // Whatever ended serving, the engine must stop too.
         self.handle.shutdown();
-        self.engine.join().map_err(|_| Error::Panicked("engine"))?;
+        if let Some(engine) = self.engine {
+            engine.join().map_err(|_| Error::Panicked("engine"))?;
+        }
         served
     }
 }

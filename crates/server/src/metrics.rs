@@ -21,12 +21,15 @@ pub enum Endpoint {
     Completions,
     /// `/generate`.
     Generate,
+    /// `/v1/embeddings`.
+    Embeddings,
 }
 
-const ENDPOINTS: [(&str, Endpoint); 3] = [
+const ENDPOINTS: [(&str, Endpoint); 4] = [
     ("chat_completions", Endpoint::Chat),
     ("completions", Endpoint::Completions),
     ("generate", Endpoint::Generate),
+    ("embeddings", Endpoint::Embeddings),
 ];
 
 /// How long the tokens/s gauges look back.
@@ -36,7 +39,7 @@ const WINDOW: Duration = Duration::from_secs(10);
 pub struct Metrics {
     slots: usize,
     started: Instant,
-    requests: [AtomicU64; 3],
+    requests: [AtomicU64; 4],
     client_errors: AtomicU64,
     rejected: AtomicU64,
     server_errors: AtomicU64,

@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) formatter: Formatter,
     pub(crate) max_body: usize,
     pub(crate) next_id: AtomicU64,
+    /// Places for embedding requests in progress (slots plus queue).
+    pub(crate) embedding_requests: tokio::sync::Semaphore,
 }
 
 fn unix_now() -> u64 {
@@ -72,12 +74,24 @@ impl AppState {
             created: unix_now(),
             max_body: config.max_body_bytes,
             next_id: AtomicU64::new(1),
+            embedding_requests: tokio::sync::Semaphore::new(
+                config.parallel.saturating_add(config.queue).max(1),
+            ),
         }))
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.0
     }
 }
 
 /// The routes.
-pub fn router(state: AppState, max_body: usize, log: RequestLog) -> Router {
+pub fn router(
+    state: AppState,
+    max_body: usize,
+    log: RequestLog,
+    policy: Arc<crate::guard::Policy>,
+) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
@@ -86,12 +100,18 @@ pub fn router(state: AppState, max_body: usize, log: RequestLog) -> Router {
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/v1/models/{*id}", get(model))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
+        .route("/embeddings", post(crate::embeddings::embeddings))
         .route("/generate", post(generate))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            policy,
+            crate::guard::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             log,
             request_log::middleware,
@@ -100,7 +120,10 @@ pub fn router(state: AppState, max_body: usize, log: RequestLog) -> Router {
 }
 
 impl Inner {
-    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+    pub(crate) fn body(
+        &self,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<serde_json::Value, ApiError> {
         match body {
             Ok(bytes) => api::parse_json(&bytes),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -135,7 +158,7 @@ impl Inner {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ (nanos << 20) ^ self.created
     }
 
-    fn fail(&self, e: ApiError) -> Response {
+    pub(crate) fn fail(&self, e: ApiError) -> Response {
         self.metrics.error(e.status.as_u16());
         e.into_response()
     }

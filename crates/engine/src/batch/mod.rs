@@ -124,6 +124,10 @@ pub enum Failure {
     /// The forward pass failed.
     #[error("{0}")]
     Internal(String),
+    /// No slot runs and memory for a new one's KV cache is not available
+    /// now (other programs took it since the engine started).
+    #[error("{0}")]
+    OutOfMemory(String),
 }
 
 /// What the engine thread tells a job's owner.

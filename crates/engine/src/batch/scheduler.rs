@@ -168,30 +168,49 @@ impl Scheduler {
         self.waiting.retain(|w| !w.job.sink.is_closed());
     }
 
-    /// A free slot, adding one (with its cache) if all are busy and there
-    /// may be more.
-    fn free_slot(&mut self) -> Option<usize> {
+    /// A free slot, adding one (with its cache) if all are busy, there may
+    /// be more, and memory allows: `Ok(None)` means wait for a slot to free,
+    /// an error that no slot exists and none can be made.
+    fn free_slot(&mut self) -> Result<Option<usize>, String> {
         if let Some(i) = self.slots.iter().position(Option::is_none) {
-            return Some(i);
+            return Ok(Some(i));
         }
         if self.slots.len() >= self.parallel {
-            return None;
+            return Ok(None);
         }
         let engine = &*self.engine;
+        let opts = engine.options();
+        if let Err(e) = crate::memory::check_kv_caches(engine.model(), self.n_ctx, opts.kv_type, 1)
+        {
+            return if self.slots.is_empty() {
+                Err(format!("no memory for a sequence now: {e}"))
+            } else {
+                Ok(None)
+            };
+        }
         self.caches.push(
             engine
                 .model()
                 .new_cache(self.n_ctx, engine.options().kv_type),
         );
         self.slots.push(None);
-        Some(self.slots.len() - 1)
+        Ok(Some(self.slots.len() - 1))
     }
 
     /// Moves waiting jobs into free slots, oldest first.
     fn admit(&mut self) {
         while !self.waiting.is_empty() {
-            let Some(i) = self.free_slot() else {
-                return;
+            let i = match self.free_slot() {
+                Ok(Some(i)) => i,
+                Ok(None) => return,
+                Err(message) => {
+                    for w in self.waiting.drain(..) {
+                        w.job
+                            .sink
+                            .send(Event::Failed(Failure::OutOfMemory(message.clone())));
+                    }
+                    return;
+                }
             };
             let Some(Waiting { job, submitted }) = self.waiting.pop_front() else {
                 return;
