@@ -15,7 +15,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(gguf_parse gguf_model hf_checkpoint tokenizer_json chat_template)
+    targets=(gguf_parse gguf_model hf_checkpoint tokenizer_json chat_template http_body)
 fi
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
