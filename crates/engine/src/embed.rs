@@ -35,15 +35,7 @@ impl Engine {
         self.embedding_spec()?;
         let n_vocab = self.model().hparams().n_vocab;
         for ids in seqs {
-            if ids.is_empty() {
-                return Err(Error::EmptyPrompt);
-            }
-            if ids.len() > self.n_ctx() {
-                return Err(Error::PromptTooLong {
-                    n_tokens: ids.len(),
-                    n_ctx: self.n_ctx(),
-                });
-            }
+            self.check_embedding_length(ids)?;
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
                 return Err(Error::InvalidArgument {
                     name: "input",
@@ -84,6 +76,12 @@ impl Engine {
             })?;
             ids.push(eos);
         }
+        self.check_embedding_length(&ids)?;
+        Ok(ids)
+    }
+
+    /// A sequence to embed must be non-empty and fit in the context.
+    fn check_embedding_length(&self, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::EmptyPrompt);
         }
@@ -93,7 +91,7 @@ impl Engine {
                 n_ctx: self.n_ctx(),
             });
         }
-        Ok(ids)
+        Ok(())
     }
 }
 
