@@ -217,6 +217,9 @@ pub(crate) fn unescape_spm(text: &str) -> Vec<u8> {
     text.replace('▁', " ").into_bytes()
 }
 
+/// Ids no token has that a vocabulary may leave between its tokens.
+const MAX_ID_HOLES: usize = 1 << 20;
+
 pub(crate) fn load(files: HfFiles<'_>) -> Result<Tokenizer> {
     let (tok_name, tok_bytes) = (&files.tokenizer.0, files.tokenizer.1);
     // The file must be JSON before the tokenizers crate sees it, and that
@@ -262,6 +265,18 @@ pub(crate) fn load(files: HfFiles<'_>) -> Result<Tokenizer> {
     let added = hf.get_added_tokens_decoder();
     let vocab = hf.get_vocab(true);
     let n = vocab.values().max().map_or(0, |&m| m as usize + 1);
+    // Ids index a table: a few holes are fine, an id far past the tokens
+    // defined is a broken file (and would need gigabytes).
+    if n > vocab.len() + MAX_ID_HOLES {
+        return Err(Error::Hf {
+            file: tok_name.clone(),
+            message: format!(
+                "token ids run up to {} but only {} tokens are defined",
+                n - 1,
+                vocab.len()
+            ),
+        });
+    }
     let kind = decode_kind(&hf);
     let byte_map = ByteMap::new();
     let mut tokens: Vec<Option<TokenInfo>> = vec![None; n];
