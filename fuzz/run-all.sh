@@ -2,10 +2,17 @@
 # Runs every fuzz target for SECONDS (default 60) with the limits the README
 # states: no input may take over 10 s or allocate over 2 GiB at once, and the
 # process may not grow past 2 GiB (6 GiB for the whole-model targets, whose
-# in-memory corpus of model files is most of it). Builds the seed corpora first. Exits non-zero on the first
-# target that finds a crash, a timeout or an out-of-memory.
+# in-memory corpus of model files is most of it). Builds the seed corpora
+# first. Exits non-zero on the first target that finds a crash, a timeout or
+# an out-of-memory.
 #
 #   fuzz/run-all.sh [SECONDS] [TARGET...]
+#
+# FUZZ_SEED=N fixes libFuzzer's random seed: from the same corpus, a run then
+# tries the same inputs in the same order, so CI's short runs (from the
+# seed corpora, FUZZ_SEED=1) are repeatable, and a longer run here with the
+# same seed has tried everything CI's will. Without it every run explores
+# anew (the long runs the README reports).
 #
 # cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain
 # accept them (no sanitizer: `-s none`; libFuzzer's coverage guidance and the
@@ -41,7 +48,7 @@ for t in "${targets[@]}"; do
     case "$t" in gguf_model | hf_checkpoint) rss=6144 ;; esac
     cargo fuzz run -s none --release "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb="$rss" -malloc_limit_mb=2048 \
-        -max_len="$max_len" \
+        -max_len="$max_len" ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 2>&1 \
         | grep -E "^(#[0-9]+.*(DONE|INITED)|Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|.*deadly signal|.*panicked at.*|.*timeout|.*out-of-memory)" || true
     if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/timeout-*" >/dev/null \

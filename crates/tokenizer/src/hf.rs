@@ -217,6 +217,43 @@ pub(crate) fn unescape_spm(text: &str) -> Vec<u8> {
     text.replace('▁', " ").into_bytes()
 }
 
+/// A `TemplateProcessing` post-processor (alone or in a `Sequence`) must
+/// define every special token its templates name, and its single-text
+/// template may only hold sequence `A`: the tokenizers crate checks both
+/// when it builds one, but not when it reads one, and then panics while
+/// encoding (found by fuzzing).
+fn check_templates(processor: &serde_json::Value) -> std::result::Result<(), String> {
+    match processor["type"].as_str() {
+        Some("Sequence") => {
+            for p in processor["processors"].as_array().into_iter().flatten() {
+                check_templates(p)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let defined = processor["special_tokens"].as_object();
+            for (name, single) in [("single", true), ("pair", false)] {
+                for piece in processor[name].as_array().into_iter().flatten() {
+                    if let Some(id) = piece["SpecialToken"]["id"].as_str()
+                        && !defined.is_some_and(|d| d.contains_key(id))
+                    {
+                        return Err(format!(
+                            "post_processor's {name} template names the special token {id:?}, \
+                             which its special_tokens do not define"
+                        ));
+                    }
+                    if single && piece["Sequence"]["id"].as_str().is_some_and(|id| id != "A") {
+                        return Err(
+                            "post_processor's single template refers to a second sequence".into(),
+                        );
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Ids no token has that a vocabulary may leave between its tokens.
 const MAX_ID_HOLES: usize = 1 << 20;
 
@@ -227,9 +264,14 @@ pub(crate) fn load(files: HfFiles<'_>) -> Result<Tokenizer> {
     // that is not UTF-8 inside a decoder, both found by fuzzing). Parsing to
     // a value checks every string's escapes and UTF-8, which skipping does
     // not; any panic left is caught and reported as the file's error.
-    serde_json::from_slice::<serde_json::Value>(tok_bytes).map_err(|source| Error::Json {
+    let json =
+        serde_json::from_slice::<serde_json::Value>(tok_bytes).map_err(|source| Error::Json {
+            file: tok_name.clone(),
+            source,
+        })?;
+    check_templates(&json["post_processor"]).map_err(|message| Error::Hf {
         file: tok_name.clone(),
-        source,
+        message,
     })?;
     let hf = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(tok_bytes))
         .map_err(|panic| Error::Hf {
