@@ -186,7 +186,7 @@ class BitNetModel:
             n_ctx: context size in tokens (0: the model's training context,
                 at most 4096).
             kv_type: KV cache precision, ``"f16"``, ``"f32"`` or ``"q8"``.
-            kernel: ``"scalar"``, ``"avx2"`` or ``"avx512"`` to force a kernel
+            kernel: ``"scalar"``, ``"avx2"``, ``"avxvnni"`` or ``"avx512"`` to force a kernel
                 level (None: ``BITNET_KERNEL``, else the best this CPU has).
             device: ``"cpu"``. ``"cuda[:N]"`` raises :class:`bitnet.DeviceError`:
                 this build has no CUDA backend.
@@ -256,7 +256,7 @@ class BitNetModel:
 
     @property
     def kernel(self) -> str:
-        """The kernel level in use: ``"scalar"``, ``"avx2"`` or ``"avx512"``."""
+        """The kernel level in use: ``"scalar"``, ``"avx2"``, ``"avxvnni"`` or ``"avx512"``."""
         return self._native.kernel
 
     @property

@@ -112,8 +112,11 @@ const GEMV_CASES: &[&str] = &[
     "2560x2560/avx2/1t",
     "2560x2560/avx512/1t",
     "2560x2560/avx2/2t",
+    "2560x2560/avxvnni/1t",
+    "2560x2560/avxvnni/2t",
     "2560x2560/avx512/2t",
     "640x2560/avx2/1t/base3",
+    "640x2560/avxvnni/1t",
     "640x2560/avx2/1t",
     "640x2560/avx512/1t",
     "640x2560/avx512/2t",
@@ -122,9 +125,12 @@ const GEMV_CASES: &[&str] = &[
     "13824x2560/avx2/1t",
     "13824x2560/avx512/1t",
     "13824x2560/avx2/2t",
+    "13824x2560/avxvnni/1t",
+    "13824x2560/avxvnni/2t",
     "13824x2560/avx512/2t",
     "2560x6912/avx2/1t/base3",
     "2560x6912/avx2/1t",
+    "2560x6912/avxvnni/1t",
     "2560x6912/avx512/1t",
     "2560x6912/avx2/2t",
     "2560x6912/avx512/2t",
@@ -157,13 +163,19 @@ const GEMM_CASES: &[&str] = &[
     "2560x2560/avx2/1t",
     "2560x2560/avx512/1t",
     "2560x2560/avx2/2t",
+    "2560x2560/avxvnni/1t",
+    "2560x2560/avxvnni/2t",
     "2560x2560/avx512/2t",
     "640x2560/avx512/2t",
     "3840x2560/avx512/2t",
+    "13824x2560/avx2/1t",
     "13824x2560/avx2/2t",
+    "13824x2560/avxvnni/1t",
+    "13824x2560/avxvnni/2t",
     "13824x2560/avx512/1t",
     "13824x2560/avx512/2t",
     "2560x6912/avx2/2t",
+    "2560x6912/avxvnni/2t",
     "2560x6912/avx512/1t",
     "2560x6912/avx512/2t",
 ];
@@ -190,10 +202,13 @@ fn ternary_gemm128(b: Bencher, case: &str) {
         .bench_local(|| k.ternary_matmul(&pool, black_box(&w), &x, &mut out));
 }
 
-/// Token counts around the GEMV/GEMM switch, 2560×2560, best ISA, 2 threads.
+/// Token counts around the GEMV/GEMM switch, 2560×2560, best ISA (or
+/// `BITNET_KERNEL`), 2 threads.
 #[divan::bench(args = [1, 2, 3, 4, 5, 6, 8, 12, 16, 32])]
 fn ternary_tokens(b: Bencher, n: usize) {
-    let k = Kernels::best();
+    let Ok(k) = Kernels::from_env() else {
+        return;
+    };
     let w = ternary(2560, 2560, 3, k.ternary_layout());
     let x = acts(n, 2560, k);
     let pool = ThreadPool::new(2);
@@ -207,7 +222,7 @@ fn ternary_tokens(b: Bencher, n: usize) {
 /// (Copies of one random layer at distinct addresses. With only 8 layers,
 /// 111 MB, the L3 kept a share of the weights between passes and the figure
 /// came out above the DRAM bandwidth.)
-#[divan::bench(args = ["avx2/1t/base3", "avx2/1t", "avx2/2t/base3", "avx2/2t", "avx512/1t", "avx512/2t"], sample_count = 20, sample_size = 1)]
+#[divan::bench(args = ["avx2/1t/base3", "avx2/1t", "avx2/2t/base3", "avx2/2t", "avxvnni/1t", "avxvnni/2t", "avx512/1t", "avx512/2t"], sample_count = 20, sample_size = 1)]
 fn decode_layers(b: Bencher, case: &str) {
     let Some(Case {
         k, threads, layout, ..

@@ -96,6 +96,18 @@ impl Kernels {
                 table.q6k = dense::avx2_q6k::matmul;
                 table.quantize = crate::act::avx2::quantize_row;
             }
+            Isa::AvxVnni => {
+                table.ternary = ternary::avx_vnni::matmul;
+                table.layout = TernaryLayout::TwoBit;
+                table.gemv_max_tokens = [
+                    ternary::avx2::GEMV_MAX_TOKENS_BASE3,
+                    ternary::avx_vnni::GEMV_MAX_TOKENS,
+                ];
+                table.dense = dense::avx2::matmul;
+                table.q8 = dense::avx2::q8x_matmul;
+                table.q6k = dense::avx2_q6k::matmul;
+                table.quantize = crate::act::avx2::quantize_row;
+            }
             Isa::Avx512 => {
                 table.ternary = ternary::avx512::matmul;
                 table.gemv_max_tokens = [
@@ -113,17 +125,19 @@ impl Kernels {
 
     /// The table for `isa`, if this CPU supports it.
     pub fn for_isa(isa: Isa) -> Option<&'static Kernels> {
-        static TABLES: [OnceLock<Option<Kernels>>; 3] =
-            [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static TABLES: [OnceLock<Option<Kernels>>; Isa::ALL.len()] =
+            [const { OnceLock::new() }; Isa::ALL.len()];
         let slot = match isa {
             Isa::Scalar => &TABLES[0],
             Isa::Avx2 => &TABLES[1],
-            Isa::Avx512 => &TABLES[2],
+            Isa::AvxVnni => &TABLES[2],
+            Isa::Avx512 => &TABLES[3],
         };
         slot.get_or_init(|| Kernels::build(isa)).as_ref()
     }
 
-    /// The table selected by `BITNET_KERNEL` (scalar, avx2, avx512, auto), or
+    /// The table selected by `BITNET_KERNEL` (scalar, avx2, avxvnni, avx512,
+    /// auto), or
     /// the best level of this CPU when the variable is unset or `auto`.
     pub fn from_env() -> Result<&'static Kernels> {
         match std::env::var(KERNEL_ENV) {

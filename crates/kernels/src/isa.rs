@@ -5,13 +5,19 @@
 
 use std::fmt;
 
-/// A kernel level. Each level implies the features of the levels before it.
+/// A kernel level, in order of preference: [`Isa::best`] takes the last one
+/// the CPU supports. Each level implies AVX2's features, but not every
+/// AVX-512 CPU has AVX-VNNI (Ice Lake and Zen 4 do not): that level is
+/// simply not taken there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     /// Portable Rust, no `std::arch`. Always available; the reference.
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// AVX2 with AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded), no
+    /// AVX-512: Intel client cores since Alder Lake, Sapphire Rapids, Zen 5.
+    AvxVnni,
     /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd` on 512-bit vectors):
     /// Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4 and later.
     Avx512,
@@ -19,13 +25,14 @@ pub enum Isa {
 
 impl Isa {
     /// All levels, from the most portable to the most specific.
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512];
 
     /// The lower-case name used by the `BITNET_KERNEL` knob.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
         }
     }
@@ -35,6 +42,7 @@ impl Isa {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" | "generic" | "portable" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
+            "avxvnni" | "avx-vnni" | "avx2vnni" => Some(Isa::AvxVnni),
             "avx512" | "avx512vnni" | "avx512-vnni" => Some(Isa::Avx512),
             _ => None,
         }
@@ -45,6 +53,7 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => Avx2::detect().is_some(),
+            Isa::AvxVnni => AvxVnni::detect().is_some(),
             Isa::Avx512 => Avx512::detect().is_some(),
         }
     }
@@ -100,6 +109,28 @@ impl Avx2 {
             }
         }
         None
+    }
+}
+
+/// Proof that the CPU supports AVX-VNNI (and everything [`Avx2`] proves).
+#[derive(Clone, Copy, Debug)]
+pub struct AvxVnni(());
+
+impl AvxVnni {
+    /// Returns the token when the running CPU has the features.
+    pub fn detect() -> Option<AvxVnni> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Avx2::detect().is_some() && std::arch::is_x86_feature_detected!("avxvnni") {
+                return Some(AvxVnni(()));
+            }
+        }
+        None
+    }
+
+    /// The AVX2 token implied by this one.
+    pub fn avx2(self) -> Avx2 {
+        Avx2(())
     }
 }
 

@@ -18,18 +18,21 @@
 //!   pointers per [`Isa`] level. A table for a SIMD level exists only when the
 //!   CPU has the features, so holding one is the proof that its functions may
 //!   run; model code never tests CPU features. The `BITNET_KERNEL`
-//!   environment variable (`scalar`, `avx2`, `avx512`) forces a level so that
-//!   tests and benchmarks can exercise every path. No build-time code
-//!   generation, no per-model shapes, no `target-cpu=native`: one binary
-//!   uses what the CPU has. The AVX2 level uses no AVX-512 or AVX-VNNI
-//!   instruction; the AVX-512 level needs F/BW/VL/VNNI (Cascade Lake, Ice
-//!   Lake, Zen 4 and later).
+//!   environment variable (`scalar`, `avx2`, `avxvnni`, `avx512`) forces a
+//!   level so that tests and benchmarks can exercise every path. No
+//!   build-time code generation, no per-model shapes, no
+//!   `target-cpu=native`: one binary uses what the CPU has. The AVX2 level
+//!   uses no AVX-512 or AVX-VNNI instruction; the AVX-VNNI level adds the
+//!   256-bit `vpdpbusd` of Alder Lake and later Intel client cores; the
+//!   AVX-512 level needs F/BW/VL/VNNI (Cascade Lake, Ice Lake, Zen 4 and
+//!   later).
 //! * **Packed ternary layouts** ([`ternary`]), produced at load time from
 //!   any source format: 1.6 bits per weight (five base-3 digits per byte),
-//!   shaped for `vpdpbusd`, for every level but AVX2; AVX2 without VNNI
-//!   cannot decode base-3 digits as fast as memory delivers them, so
-//!   [`Kernels::pack_ternary`] gives it a 2-bit layout with the same block
-//!   shape ([`ternary::two_bit`]). Every level reads both. A streaming GEMV
+//!   shaped for `vpdpbusd`, for the AVX-512 level; 256-bit vectors cannot
+//!   decode base-3 digits as fast as memory delivers them, so
+//!   [`Kernels::pack_ternary`] gives the AVX2 and AVX-VNNI levels a 2-bit
+//!   layout with the same block shape ([`ternary::two_bit`]). Every level
+//!   reads both. A streaming GEMV
 //!   for decoding and a panel-decoding, register-blocked GEMM for prompt
 //!   processing. A lookup-table (T-MAC/TL) variant was measured and lost
 //!   where it matters (see the module doc).

@@ -90,8 +90,8 @@ static AVX2: Ops = Ops {
 };
 
 impl Ops {
-    /// The operations of `isa`, if this CPU supports it. (The AVX-512 level
-    /// runs the AVX2 versions: see `avx2`.)
+    /// The operations of `isa`, if this CPU supports it. (The AVX-VNNI and
+    /// AVX-512 levels run the AVX2 versions: see `avx2`.)
     pub fn for_isa(isa: Isa) -> Option<&'static Ops> {
         if !isa.is_available() {
             return None;
@@ -99,13 +99,13 @@ impl Ops {
         match isa {
             Isa::Scalar => Some(&SCALAR),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 => Some(&AVX2),
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 => Some(&AVX2),
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
         }
     }
 
-    /// The level whose code runs (AVX-512 reports `Avx2`).
+    /// The level whose code runs (AVX-VNNI and AVX-512 report `Avx2`).
     pub fn isa(&self) -> Isa {
         self.isa
     }

@@ -238,6 +238,28 @@ unsafe fn decode_panel(w: &TernaryMatrix, rb: usize, cbs: Range<usize>, buf: *mu
     }
 }
 
+/// Decodes column blocks `cbs` of row block `rb` of either layout into the
+/// panel format (step `s` at `buf[s·64..]`, plain codes).
+///
+/// # Safety
+/// `buf` must be 32-byte aligned and hold `steps_per_block · cbs.len() · 64`
+/// bytes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn decode_panel_any(
+    w: &TernaryMatrix,
+    rb: usize,
+    cbs: Range<usize>,
+    buf: *mut u8,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match w.layout() {
+            TernaryLayout::Base3 => decode_panel(w, rb, cbs, buf),
+            TernaryLayout::TwoBit => avx2_two_bit::decode_panel(w, rb, cbs, buf),
+        }
+    }
+}
+
 /// Where a tile's accumulators come from and go to when the columns are
 /// processed in chunks.
 #[derive(Clone, Copy)]
@@ -362,12 +384,7 @@ unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: 
                     partial,
                 };
                 // SAFETY: `buf` holds a full panel chunk and is aligned.
-                unsafe {
-                    match w.layout() {
-                        TernaryLayout::Base3 => decode_panel(w, rb, cbs, buf),
-                        TernaryLayout::TwoBit => avx2_two_bit::decode_panel(w, rb, cbs, buf),
-                    }
-                }
+                unsafe { decode_panel_any(w, rb, cbs, buf) };
                 let mut t0 = 0;
                 while t0 < n {
                     let nt = TILE_TOKENS.min(n - t0);

@@ -26,7 +26,7 @@ use std::ops::Range;
 
 use super::avx2::{broadcast4, finish};
 use super::two_bit::{BLOCK_COLS, CODES};
-use super::{BLOCK_BYTES, BLOCK_ROWS, TernaryMatrix};
+use super::{BLOCK_BYTES, BLOCK_ROWS, PREFETCH_BYTES, TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -87,6 +87,7 @@ unsafe fn gemv<const T: usize>(
         let mut times4 = [[_mm256_setzero_si256(); T]; 2];
         let mut acc32 = [[_mm256_setzero_si256(); T]; 2];
         for cb in 0..col_blocks {
+            prefetch(base.wrapping_add(cb * BLOCK_BYTES + PREFETCH_BYTES));
             let mut a = [[_mm256_setzero_si256(); CODES]; T];
             for t in 0..T {
                 for d in 0..CODES {

@@ -34,8 +34,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{
-    BLOCK_BYTES, BLOCK_ROWS, DIGITS, ScaleRule, TernaryLayout, TernaryMatrix, padded_cols,
-    with_panel,
+    BLOCK_BYTES, BLOCK_ROWS, DIGITS, PREFETCH_BYTES, ScaleRule, TernaryLayout, TernaryMatrix,
+    padded_cols, prefetch, with_panel,
 };
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
@@ -188,6 +188,7 @@ unsafe fn gemv<const T: usize, const A: usize>(
         // registers.
         let mut acc = [[_mm512_setzero_si512(); A]; T];
         for cb in 0..col_blocks {
+            prefetch(base.wrapping_add(cb * BLOCK_BYTES + PREFETCH_BYTES));
             // SAFETY: block `cb` of this row block is 64 aligned bytes inside
             // `row_block(rb)` (AlignedBytes, 64-byte blocks).
             let mut q = unsafe { _mm512_load_si512(base.add(cb * BLOCK_BYTES).cast()) };
@@ -263,6 +264,7 @@ unsafe fn gemv_linear<const T: usize, const L: usize>(
         let mut b = [[_mm512_setzero_si512(); DIGITS]; T];
         let mut c = [[_mm512_setzero_si512(); DIGITS]; T];
         for cb in 0..col_blocks {
+            prefetch(base.wrapping_add(cb * BLOCK_BYTES + PREFETCH_BYTES));
             // SAFETY: as in `gemv`.
             let mut q = unsafe { _mm512_load_si512(base.add(cb * BLOCK_BYTES).cast()) };
             for d in 0..DIGITS {
