@@ -208,13 +208,24 @@ pub fn parse_head_type(s: &str) -> Option<DenseType> {
 pub fn check_shape_fits(
     shape: Shape,
     head: DenseType,
+    kernels: &Kernels,
     opts: &BenchOptions,
 ) -> Result<(MemoryEstimate, usize)> {
     let hp = shape.hparams();
     let cpus = bitnet_threads::available_cpus();
     let batch = opts.n_batch.min(opts.max_ctx());
-    let estimate =
-        |build| MemoryEstimate::new(&hp, head, opts.max_ctx(), opts.kv_type, batch, build);
+    let layout = kernels.ternary_layout();
+    let estimate = |build| {
+        MemoryEstimate::new(
+            &hp,
+            layout,
+            head,
+            opts.max_ctx(),
+            opts.kv_type,
+            batch,
+            build,
+        )
+    };
     let Some(avail) = available_memory() else {
         return Ok((estimate(cpus), cpus));
     };
@@ -280,7 +291,7 @@ pub fn build_shape(
     kernels: &'static Kernels,
     opts: &BenchOptions,
 ) -> Result<BenchModel> {
-    let (_, parallel_matrices) = check_shape_fits(shape, head, opts)?;
+    let (_, parallel_matrices) = check_shape_fits(shape, head, kernels, opts)?;
     let t = Instant::now();
     let model = Model::random(
         &shape.hparams(),
@@ -698,6 +709,7 @@ mod tests {
             let err = check_shape_fits(
                 Shape::B100,
                 DenseType::F16,
+                Kernels::best(),
                 &BenchOptions {
                     n_prompt: vec![4096],
                     ..opts

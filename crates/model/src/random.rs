@@ -46,7 +46,7 @@
 use std::sync::Arc;
 
 use bitnet_kernels::dense::{self, DenseType};
-use bitnet_kernels::ternary::{BLOCK_BYTES, BLOCK_COLS, BLOCK_ROWS, padded_cols, padded_rows};
+use bitnet_kernels::ternary::TernaryLayout;
 use bitnet_kernels::{Kernels, ScaleRule, TernaryMatrix};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -290,9 +290,10 @@ impl HParams {
     }
 }
 
-/// Bytes of a packed ternary matrix (weights and per-row scales).
-pub fn ternary_bytes(rows: usize, cols: usize) -> usize {
-    padded_rows(rows) / BLOCK_ROWS * (padded_cols(cols) / BLOCK_COLS) * BLOCK_BYTES + rows * 4
+/// Bytes of a ternary matrix packed in `layout` (weights and per-row
+/// scales).
+pub fn ternary_bytes(rows: usize, cols: usize, layout: TernaryLayout) -> usize {
+    layout.packed_bytes(rows, cols) + rows * 4
 }
 
 /// What a model of some shape needs in memory, by part.
@@ -314,11 +315,14 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// Estimates a model of `hp` with its head in `head`, a KV cache of
-    /// `ctx` positions of `kv`, batches of up to `n_batch` tokens, built by
-    /// `build_threads` threads at once.
+    /// Estimates a model of `hp` with its ternary matrices in `layout` (the
+    /// kernels' [`Kernels::ternary_layout`]), its head in `head`, a KV cache
+    /// of `ctx` positions of `kv`, batches of up to `n_batch` tokens, built
+    /// by `build_threads` threads at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         hp: &HParams,
+        layout: TernaryLayout,
         head: DenseType,
         ctx: usize,
         kv: KvType,
@@ -329,7 +333,7 @@ impl MemoryEstimate {
         let ternary = hp.n_layer
             * mats
                 .iter()
-                .map(|&(r, c)| ternary_bytes(r, c))
+                .map(|&(r, c)| ternary_bytes(r, c, layout))
                 .sum::<usize>();
         let row = |ty: DenseType| ty.row_bytes(hp.n_embd).unwrap_or(hp.n_embd * 4);
         let embd_ty = if hp.tied_embeddings {
@@ -794,8 +798,27 @@ mod tests {
         let m = HParams::bitnet_b158_2b4t().layer_matrices();
         let n: usize = 30 * m.iter().map(|(r, c)| r * c).sum::<usize>();
         assert_eq!(n, 2_084_044_800);
-        let e = MemoryEstimate::new(&hp, DenseType::F16, 4096, KvType::F16, 512, 2);
+        let e = MemoryEstimate::new(
+            &hp,
+            TernaryLayout::Base3,
+            DenseType::F16,
+            4096,
+            KvType::F16,
+            512,
+            2,
+        );
         assert!((e.ternary as f64 - n as f64 * 0.2).abs() < 0.01 * n as f64 * 0.2);
+        // The 2-bit layout of the AVX2 levels: 2 bits per weight.
+        let e2 = MemoryEstimate::new(
+            &hp,
+            TernaryLayout::TwoBit,
+            DenseType::F16,
+            4096,
+            KvType::F16,
+            512,
+            2,
+        );
+        assert!((e2.ternary as f64 - n as f64 * 0.25).abs() < 0.01 * n as f64 * 0.25);
         assert_eq!(e.dense, 128256 * 2560 * 2);
         assert_eq!(e.kv_cache, 30 * 2 * 640 * 2 * 4096);
         // The 100B shape: 99.96e9 weights, ~20 GB packed.
