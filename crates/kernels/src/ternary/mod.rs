@@ -197,11 +197,12 @@ pub const DIGITS: usize = 5;
 
 /// How far ahead of the block it multiplies a streaming GEMV asks for the
 /// weights (a software prefetch per 64-byte block). The hardware
-/// prefetchers alone left the GEMVs at 55-60 % of a core's streaming read
-/// from DRAM on a Sapphire Rapids VM (the 30 layers of 2B-4T, one core,
-/// AVX-VNNI: 9.1 GB/s against 15.3 for a plain sum); 512, 1024, 2048 and
-/// 4096 bytes ahead gave 10.4-11.3 GB/s, 1024 the most.
-pub(crate) const PREFETCH_BYTES: usize = 1024;
+/// prefetchers alone left the GEMVs at 40-60 % of a core's streaming read
+/// from DRAM on a Sapphire Rapids VM (the 30 layers of 2B-4T from DRAM,
+/// one core: AVX-VNNI 9.1 GB/s, AVX2 8.1, AVX-512 6.2, against 15.3 for a
+/// plain sum); 512 to 4096 bytes ahead gave 10.4-11.6 GB/s on every level,
+/// 1024 and 2048 the most (2048: AVX2 11.7, AVX-VNNI 11.5, AVX-512 10.6).
+pub(crate) const PREFETCH_BYTES: usize = 2048;
 
 /// Asks for the cache line at `p` (a hint: it never faults, whatever the
 /// address, so `p` may lie past the matrix).
