@@ -263,18 +263,28 @@ pub(super) unsafe fn decode_panel_any(
 /// Where a tile's accumulators come from and go to when the columns are
 /// processed in chunks.
 #[derive(Clone, Copy)]
-struct Chunk {
+pub(super) struct Chunk {
     /// First step (4-column group) of the chunk.
-    s0: usize,
+    pub(super) s0: usize,
     /// Steps in the chunk.
-    steps: usize,
+    pub(super) steps: usize,
     /// Start from zero (first chunk) or from `partial`.
-    first: bool,
+    pub(super) first: bool,
     /// Finish into `out` (last chunk) or save into `partial`.
-    last: bool,
+    pub(super) last: bool,
     /// Partial sums: 64 bytes (two `ymm`) per token.
-    partial: *mut u8,
+    pub(super) partial: *mut u8,
 }
+
+/// A GEMM micro-kernel over a decoded panel chunk: one row block `rb` ×
+/// tokens `t0..t0 + nt` (`nt` at most its tile width).
+///
+/// # Safety
+/// The panel (the `*const u8`) holds `ch.steps` steps of row block `rb`;
+/// the tokens exist; the rows are the caller's; `ch.partial` holds a slot
+/// per token.
+pub(super) type TileFn =
+    unsafe fn(&TernaryMatrix, &QuantizedActs, &OutRows<'_>, *const u8, Chunk, usize, usize, usize);
 
 /// One row block (two 8-row halves) × `TT` tokens over a decoded chunk.
 ///
@@ -354,17 +364,68 @@ unsafe fn tile<const TT: usize>(
     }
 }
 
+/// The AVX2 micro-kernel for `nt` ≤ [`TILE_TOKENS`] tokens ([`TileFn`]).
+///
+/// # Safety
+/// As [`TileFn`]; the CPU supports AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_any(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    p: *const u8,
+    ch: Chunk,
+    rb: usize,
+    t0: usize,
+    nt: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match nt {
+            1 => tile::<1>(w, x, out, p, ch, rb, t0),
+            2 => tile::<2>(w, x, out, p, ch, rb, t0),
+            3 => tile::<3>(w, x, out, p, ch, rb, t0),
+            4 => tile::<4>(w, x, out, p, ch, rb, t0),
+            5 => tile::<5>(w, x, out, p, ch, rb, t0),
+            _ => tile::<6>(w, x, out, p, ch, rb, t0),
+        }
+    }
+}
+
 /// Panel-decoding product for many tokens (either layout).
 ///
 /// # Safety
 /// The contract of [`matmul`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: Range<usize>) {
+    // SAFETY: forwarded contract; `tile_any` runs on this CPU (AVX2).
+    unsafe { gemm_with(w, x, out, blocks, CHUNK_BYTES, TILE_TOKENS, tile_any) }
+}
+
+/// The GEMM driver shared with the AVX-VNNI level: decodes column chunks of
+/// `chunk_bytes` of each row block into a panel (either layout) and runs
+/// `tile` over it for every `tile_tokens` tokens, parking partial sums of
+/// long rows between chunks.
+///
+/// # Safety
+/// The contract of [`matmul`]; `tile` may run on this CPU and handles
+/// `tile_tokens` tokens.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_with(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    blocks: Range<usize>,
+    chunk_bytes: usize,
+    tile_tokens: usize,
+    tile: TileFn,
+) {
     let col_blocks = w.col_blocks();
     let n = x.n_tokens();
     let steps = w.layout().steps_per_block();
     // Column chunks whose decoded panel stays within L1.
-    let max_cb = (CHUNK_BYTES / (steps * 64)).max(1);
+    let max_cb = (chunk_bytes / (steps * 64)).max(1);
     let n_chunks = col_blocks.div_ceil(max_cb);
     let chunk_cb = col_blocks.div_ceil(n_chunks);
     let panel_bytes = steps * chunk_cb * 64;
@@ -387,21 +448,11 @@ unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: 
                 unsafe { decode_panel_any(w, rb, cbs, buf) };
                 let mut t0 = 0;
                 while t0 < n {
-                    let nt = TILE_TOKENS.min(n - t0);
-                    let p = buf.cast_const();
+                    let nt = tile_tokens.min(n - t0);
                     // SAFETY: the panel holds this chunk of row block `rb`;
                     // tokens t0..t0+nt exist; the rows of `rb` are this
                     // thread's; `partial` holds a slot per token.
-                    unsafe {
-                        match nt {
-                            1 => tile::<1>(w, x, out, p, ch, rb, t0),
-                            2 => tile::<2>(w, x, out, p, ch, rb, t0),
-                            3 => tile::<3>(w, x, out, p, ch, rb, t0),
-                            4 => tile::<4>(w, x, out, p, ch, rb, t0),
-                            5 => tile::<5>(w, x, out, p, ch, rb, t0),
-                            _ => tile::<6>(w, x, out, p, ch, rb, t0),
-                        }
-                    }
+                    unsafe { tile(w, x, out, buf.cast_const(), ch, rb, t0, nt) };
                     t0 += nt;
                 }
             }

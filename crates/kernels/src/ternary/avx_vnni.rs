@@ -35,11 +35,9 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::avx2::{self, broadcast4, finish};
+use super::avx2::{self, Chunk, broadcast4, finish};
 use super::two_bit::{BLOCK_COLS, CODES};
-use super::{
-    BLOCK_BYTES, BLOCK_ROWS, PREFETCH_BYTES, TernaryLayout, TernaryMatrix, prefetch, with_panel,
-};
+use super::{BLOCK_BYTES, BLOCK_ROWS, PREFETCH_BYTES, TernaryLayout, TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -170,22 +168,6 @@ unsafe fn gemv<const T: usize, const A: usize>(
     }
 }
 
-/// Where a tile's accumulators come from and go to when the columns are
-/// processed in chunks.
-#[derive(Clone, Copy)]
-struct Chunk {
-    /// First step (4-column group) of the chunk.
-    s0: usize,
-    /// Steps in the chunk.
-    steps: usize,
-    /// Start from zero (first chunk) or from `partial`.
-    first: bool,
-    /// Finish into `out` (last chunk) or save into `partial`.
-    last: bool,
-    /// Partial sums: 64 bytes (two `ymm`) per token.
-    partial: *mut u8,
-}
-
 /// One row block (two 8-row halves) × `TT` tokens over a decoded chunk.
 ///
 /// # Safety
@@ -254,57 +236,42 @@ unsafe fn tile<const TT: usize>(
     }
 }
 
-/// Panel-decoding product for many tokens (either layout).
+/// The micro-kernel for `nt` ≤ [`TILE_TOKENS`] tokens (`avx2::TileFn`).
+///
+/// # Safety
+/// As `avx2::TileFn`; the CPU supports AVX-VNNI.
+#[target_feature(enable = "avx2,fma,avxvnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_any(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    p: *const u8,
+    ch: Chunk,
+    rb: usize,
+    t0: usize,
+    nt: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match nt {
+            1 => tile::<1>(w, x, out, p, ch, rb, t0),
+            2 => tile::<2>(w, x, out, p, ch, rb, t0),
+            3 => tile::<3>(w, x, out, p, ch, rb, t0),
+            4 => tile::<4>(w, x, out, p, ch, rb, t0),
+            5 => tile::<5>(w, x, out, p, ch, rb, t0),
+            _ => tile::<6>(w, x, out, p, ch, rb, t0),
+        }
+    }
+}
+
+/// Panel-decoding product for many tokens (either layout): the AVX2
+/// driver with this level's micro-kernel.
 ///
 /// # Safety
 /// The contract of [`matmul`].
 #[target_feature(enable = "avx2,fma,avxvnni")]
 unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: Range<usize>) {
-    let col_blocks = w.col_blocks();
-    let n = x.n_tokens();
-    let steps = w.layout().steps_per_block();
-    // Column chunks whose decoded panel stays within L1.
-    let max_cb = (CHUNK_BYTES / (steps * 64)).max(1);
-    let n_chunks = col_blocks.div_ceil(max_cb);
-    let chunk_cb = col_blocks.div_ceil(n_chunks);
-    let panel_bytes = steps * chunk_cb * 64;
-    let partial_bytes = if n_chunks > 1 { n * 64 } else { 0 };
-    with_panel(panel_bytes + partial_bytes, |buf| {
-        // SAFETY: the buffer holds both parts; `panel_bytes` is a multiple
-        // of 64, so the second part stays aligned.
-        let partial = unsafe { buf.add(panel_bytes) };
-        for rb in blocks {
-            for c in 0..n_chunks {
-                let cbs = (c * chunk_cb).min(col_blocks)..((c + 1) * chunk_cb).min(col_blocks);
-                let ch = Chunk {
-                    s0: steps * cbs.start,
-                    steps: steps * cbs.len(),
-                    first: c == 0,
-                    last: c + 1 == n_chunks,
-                    partial,
-                };
-                // SAFETY: `buf` holds a full panel chunk and is aligned.
-                unsafe { avx2::decode_panel_any(w, rb, cbs, buf) };
-                let mut t0 = 0;
-                while t0 < n {
-                    let nt = TILE_TOKENS.min(n - t0);
-                    let p = buf.cast_const();
-                    // SAFETY: the panel holds this chunk of row block `rb`;
-                    // tokens t0..t0+nt exist; the rows of `rb` are this
-                    // thread's; `partial` holds a slot per token.
-                    unsafe {
-                        match nt {
-                            1 => tile::<1>(w, x, out, p, ch, rb, t0),
-                            2 => tile::<2>(w, x, out, p, ch, rb, t0),
-                            3 => tile::<3>(w, x, out, p, ch, rb, t0),
-                            4 => tile::<4>(w, x, out, p, ch, rb, t0),
-                            5 => tile::<5>(w, x, out, p, ch, rb, t0),
-                            _ => tile::<6>(w, x, out, p, ch, rb, t0),
-                        }
-                    }
-                    t0 += nt;
-                }
-            }
-        }
-    });
+    // SAFETY: forwarded contract; `tile_any` runs on this CPU (AVX-VNNI).
+    unsafe { avx2::gemm_with(w, x, out, blocks, CHUNK_BYTES, TILE_TOKENS, tile_any) }
 }
