@@ -84,7 +84,7 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         match isa {
             Isa::Scalar => {}
-            Isa::Avx2 => {
+            Isa::Avx2 | Isa::AvxVnni => {
                 table.ternary = ternary::avx2::matmul;
                 table.layout = TernaryLayout::TwoBit;
                 table.gemv_max_tokens = [
@@ -95,18 +95,11 @@ impl Kernels {
                 table.q8 = dense::avx2::q8x_matmul;
                 table.q6k = dense::avx2_q6k::matmul;
                 table.quantize = crate::act::avx2::quantize_row;
-            }
-            Isa::AvxVnni => {
-                table.ternary = ternary::avx_vnni::matmul;
-                table.layout = TernaryLayout::TwoBit;
-                table.gemv_max_tokens = [
-                    ternary::avx2::GEMV_MAX_TOKENS_BASE3,
-                    ternary::avx_vnni::GEMV_MAX_TOKENS,
-                ];
-                table.dense = dense::avx2::matmul;
-                table.q8 = dense::avx2::q8x_matmul;
-                table.q6k = dense::avx2_q6k::matmul;
-                table.quantize = crate::act::avx2::quantize_row;
+                // AVX-VNNI: the AVX2 table with `vpdpbusd` ternary products.
+                if isa == Isa::AvxVnni {
+                    table.ternary = ternary::avx_vnni::matmul;
+                    table.gemv_max_tokens[1] = ternary::avx_vnni::GEMV_MAX_TOKENS;
+                }
             }
             Isa::Avx512 => {
                 table.ternary = ternary::avx512::matmul;

@@ -127,11 +127,6 @@ impl AvxVnni {
         }
         None
     }
-
-    /// The AVX2 token implied by this one.
-    pub fn avx2(self) -> Avx2 {
-        Avx2(())
-    }
 }
 
 /// Proof that the CPU supports AVX-512 F/BW/VL/VNNI (and everything [`Avx2`]

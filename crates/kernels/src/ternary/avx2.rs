@@ -305,17 +305,9 @@ unsafe fn tile<const TT: usize>(
     // SAFETY: token rows t0..t0+TT exist (caller); the chunk's columns are
     // inside the padded row.
     let acts = unsafe { x.data().as_ptr().add(t0 * stride + 4 * ch.s0) };
-    let slot = |h: usize, t: usize| (t0 + t) * 64 + 32 * h;
     // Constant-index loops only, so that the accumulators live in registers.
-    let mut acc32 = [[_mm256_setzero_si256(); TT]; 2];
-    if !ch.first {
-        for h in 0..2 {
-            for t in 0..TT {
-                // SAFETY: `partial` holds a slot per token (caller).
-                acc32[h][t] = unsafe { _mm256_load_si256(ch.partial.add(slot(h, t)).cast()) };
-            }
-        }
-    }
+    // SAFETY: forwarded contract.
+    let mut acc32 = unsafe { tile_start::<TT>(ch, t0) };
     let mut s = 0;
     while s < ch.steps {
         let end = (s + GEMM_FLUSH).min(ch.steps);
@@ -339,18 +331,68 @@ unsafe fn tile<const TT: usize>(
         }
         s = end;
     }
+    // SAFETY: forwarded contract.
+    unsafe { tile_end(w, x, out, ch, rb, t0, &acc32) };
+}
+
+/// Byte offset of the partial sums of half `h`, token `t` in a chunk's
+/// `partial` buffer.
+fn partial_slot(h: usize, t: usize) -> usize {
+    t * 64 + 32 * h
+}
+
+/// A tile's starting `i32` sums (two 8-row halves × `TT` tokens from
+/// `t0`): zero for a row's first chunk, else the parked partial sums.
+///
+/// # Safety
+/// `ch.partial` holds a slot per token and tokens `t0..t0+TT` exist.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn tile_start<const TT: usize>(ch: Chunk, t0: usize) -> [[__m256i; TT]; 2] {
+    let mut acc = [[_mm256_setzero_si256(); TT]; 2];
+    if !ch.first {
+        for h in 0..2 {
+            for t in 0..TT {
+                // SAFETY: `partial` holds a slot per token (caller); aligned.
+                acc[h][t] =
+                    unsafe { _mm256_load_si256(ch.partial.add(partial_slot(h, t0 + t)).cast()) };
+            }
+        }
+    }
+    acc
+}
+
+/// Ends a tile: parks its sums for the next chunk, or (last chunk) turns
+/// them into the outputs of row block `rb`'s real rows.
+///
+/// # Safety
+/// As [`tile_start`]; the rows of `rb` are the caller's.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn tile_end<const TT: usize>(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    ch: Chunk,
+    rb: usize,
+    t0: usize,
+    acc: &[[__m256i; TT]; 2],
+) {
     for h in 0..2 {
         let r0 = rb * BLOCK_ROWS + 8 * h;
         for t in 0..TT {
             let tt = t0 + t;
             if !ch.last {
-                // SAFETY: as above.
-                unsafe { _mm256_store_si256(ch.partial.add(slot(h, t)).cast(), acc32[h][t]) };
+                // SAFETY: `partial` holds a slot per token (caller); aligned.
+                unsafe {
+                    _mm256_store_si256(ch.partial.add(partial_slot(h, tt)).cast(), acc[h][t])
+                };
             } else if r0 < w.rows() {
-                // SAFETY: as in `gemv`.
+                // SAFETY: rows r0..r0+8 belong to row block `rb` (the
+                // caller's); `finish` touches only the real ones.
                 unsafe {
                     finish(
-                        acc32[h][t],
+                        acc[h][t],
                         x.sums()[tt],
                         x.scales()[tt],
                         w.rule(),

@@ -187,17 +187,9 @@ unsafe fn tile<const TT: usize>(
     // SAFETY: token rows t0..t0+TT exist (caller); the chunk's columns are
     // inside the padded row.
     let acts = unsafe { x.data().as_ptr().add(t0 * stride + 4 * ch.s0) };
-    let slot = |h: usize, t: usize| (t0 + t) * 64 + 32 * h;
     // Constant-index loops only, so that the accumulators live in registers.
-    let mut acc = [[_mm256_setzero_si256(); TT]; 2];
-    if !ch.first {
-        for h in 0..2 {
-            for t in 0..TT {
-                // SAFETY: `partial` holds a slot per token (caller).
-                acc[h][t] = unsafe { _mm256_load_si256(ch.partial.add(slot(h, t)).cast()) };
-            }
-        }
-    }
+    // SAFETY: forwarded contract.
+    let mut acc = unsafe { avx2::tile_start::<TT>(ch, t0) };
     for s in 0..ch.steps {
         // SAFETY: step `s` of the panel: 64 aligned bytes.
         let w0 = unsafe { _mm256_load_si256(codes.add(s * 64).cast()) };
@@ -210,30 +202,8 @@ unsafe fn tile<const TT: usize>(
             acc[1][t] = _mm256_dpbusd_avx_epi32(acc[1][t], w1, a);
         }
     }
-    for h in 0..2 {
-        let r0 = rb * BLOCK_ROWS + 8 * h;
-        for t in 0..TT {
-            let tt = t0 + t;
-            if !ch.last {
-                // SAFETY: as above.
-                unsafe { _mm256_store_si256(ch.partial.add(slot(h, t)).cast(), acc[h][t]) };
-            } else if r0 < w.rows() {
-                // SAFETY: rows r0..r0+8 belong to this row block (ours);
-                // `finish` touches only the real ones.
-                unsafe {
-                    finish(
-                        acc[h][t],
-                        x.sums()[tt],
-                        x.scales()[tt],
-                        w.rule(),
-                        w.scales().as_ptr().add(r0),
-                        w.rows() - r0,
-                        out.ptr(tt, r0),
-                    );
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded contract.
+    unsafe { avx2::tile_end(w, x, out, ch, rb, t0, &acc) };
 }
 
 /// The micro-kernel for `nt` ≤ [`TILE_TOKENS`] tokens (`avx2::TileFn`).
