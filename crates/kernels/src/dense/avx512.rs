@@ -80,6 +80,8 @@ unsafe fn by_type<const T: usize>(
 
 /// A plain (unblocked) storage type: 16 values at a time as f32.
 trait Plain {
+    /// Bytes per stored value.
+    const BYTES: usize;
     /// # Safety
     /// Values `k..k+16` of the row at `row` must be readable.
     unsafe fn load(row: *const u8, k: usize) -> __m512;
@@ -93,6 +95,7 @@ struct F16;
 struct Bf16;
 
 impl Plain for F32 {
+    const BYTES: usize = 4;
     #[inline(always)]
     unsafe fn load(row: *const u8, k: usize) -> __m512 {
         // SAFETY: the caller's contract.
@@ -106,6 +109,7 @@ impl Plain for F32 {
 }
 
 impl Plain for F16 {
+    const BYTES: usize = 2;
     #[inline(always)]
     unsafe fn load(row: *const u8, k: usize) -> __m512 {
         // SAFETY: the caller's contract.
@@ -119,6 +123,7 @@ impl Plain for F16 {
 }
 
 impl Plain for Bf16 {
+    const BYTES: usize = 2;
     #[inline(always)]
     unsafe fn load(row: *const u8, k: usize) -> __m512 {
         // SAFETY: the caller's contract.
@@ -188,6 +193,13 @@ unsafe fn plain_row<P: Plain>(
     let mut acc = [_mm512_setzero_ps(); 4];
     let mut k = 0;
     while k + 64 <= cols {
+        // The next rows follow this one: ask for the stream ahead, one
+        // prefetch per cache line.
+        for line in 0..(64 * P::BYTES).div_ceil(64) {
+            crate::ternary::prefetch(
+                row.wrapping_add(P::BYTES * k + 64 * line + super::HEAD_PREFETCH),
+            );
+        }
         for j in 0..4 {
             // SAFETY: values k..k+64 exist in the row and the token.
             unsafe {

@@ -196,22 +196,26 @@ pub const BLOCK_BYTES: usize = 64;
 pub const DIGITS: usize = 5;
 
 /// How far ahead of the block it multiplies a streaming GEMV asks for the
-/// weights (a software prefetch per 64-byte block). The hardware
+/// weights (a software prefetch per 64-byte block, into L2). The hardware
 /// prefetchers alone left the GEMVs at 40-60 % of a core's streaming read
 /// from DRAM on a Sapphire Rapids VM (the 30 layers of 2B-4T from DRAM,
 /// one core: AVX-VNNI 9.1 GB/s, AVX2 8.1, AVX-512 6.2, against 15.3 for a
-/// plain sum); 512 to 4096 bytes ahead gave 10.4-11.6 GB/s on every level,
-/// 1024 and 2048 the most (2048: AVX2 11.7, AVX-VNNI 11.5, AVX-512 10.6).
-pub(crate) const PREFETCH_BYTES: usize = 2048;
+/// plain sum). Prefetching into L1 (`T0`) 512 to 8192 bytes ahead gave
+/// 10.4-11.7 GB/s on every level: the L1 has few miss buffers, and a line
+/// from DRAM holds one for its whole latency. Into L2 (`T1`) 8 KB ahead
+/// the AVX2 GEMV reads 13.3 GB/s on one core and 25.3 on two (against
+/// 11.2 and 20.7 with `T0` 2 KB ahead, same run); 4 KB and 16 KB ahead
+/// were within noise of 8 KB, `NTA` was worse than none.
+pub(crate) const PREFETCH_BYTES: usize = 8192;
 
-/// Asks for the cache line at `p` (a hint: it never faults, whatever the
-/// address, so `p` may lie past the matrix).
+/// Asks for the cache line at `p` to be brought into L2 (a hint: it never
+/// faults, whatever the address, so `p` may lie past the matrix).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch(p: *const u8) {
     // SAFETY: a prefetch is a hint that never faults, whatever the
     // address (SSE, part of the x86-64 baseline).
-    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast()) };
 }
 
 /// Columns after padding to whole blocks.
