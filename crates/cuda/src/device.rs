@@ -30,7 +30,11 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gpu(cuda:{} {} sm_{}{})", self.ordinal, self.name, self.cc.0, self.cc.1)
+        write!(
+            f,
+            "Gpu(cuda:{} {} sm_{}{})",
+            self.ordinal, self.name, self.cc.0, self.cc.1
+        )
     }
 }
 
@@ -55,7 +59,11 @@ impl Gpu {
         let ctx = CudaContext::new(ordinal)?;
         let (major, minor) = ctx.compute_capability()?;
         if major < 8 {
-            return Err(CudaError::TooOld { ordinal, major, minor });
+            return Err(CudaError::TooOld {
+                ordinal,
+                major,
+                minor,
+            });
         }
         nvrtc::nvrtc()?;
         let cc = (major * 10 + minor) as u32;
@@ -66,7 +74,14 @@ impl Gpu {
         }
         let stream = ctx.default_stream();
         let name = ctx.name()?;
-        Ok(Gpu { ctx, stream, ordinal, name, cc: (major, minor), modules })
+        Ok(Gpu {
+            ctx,
+            stream,
+            ordinal,
+            name,
+            cc: (major, minor),
+            modules,
+        })
     }
 
     /// The context.
@@ -81,7 +96,10 @@ impl Gpu {
 
     /// `"NVIDIA H100 80GB HBM3 (cuda:0, sm_90)"`.
     pub fn describe(&self) -> String {
-        format!("{} (cuda:{}, sm_{}{})", self.name, self.ordinal, self.cc.0, self.cc.1)
+        format!(
+            "{} (cuda:{}, sm_{}{})",
+            self.name, self.ordinal, self.cc.0, self.cc.1
+        )
     }
 
     /// A kernel by module and name.

@@ -37,7 +37,9 @@ pub fn nvrtc() -> Result<&'static NvrtcInfo> {
     NVRTC
         .get_or_init(locate)
         .as_ref()
-        .map_err(|searched| CudaError::NoNvrtc { searched: searched.clone() })
+        .map_err(|searched| CudaError::NoNvrtc {
+            searched: searched.clone(),
+        })
 }
 
 fn loader_has_it() -> bool {
@@ -57,7 +59,10 @@ fn locate() -> Result<NvrtcInfo, String> {
     }
     searched.push("the loader path".into());
     if loader_has_it() {
-        return Ok(NvrtcInfo { path: None, version: version() });
+        return Ok(NvrtcInfo {
+            path: None,
+            version: version(),
+        });
     }
     for dir in python_site_dirs() {
         for sub in ["nvidia/cuda_nvrtc/lib", "nvidia/cu13/lib"] {
@@ -104,7 +109,10 @@ fn open_file(file: &Path) -> Result<NvrtcInfo, String> {
     if !loader_has_it() {
         return Err("opened, but not under a soname cudarc looks for (libnvrtc.so.12/.13)".into());
     }
-    Ok(NvrtcInfo { path: Some(file.to_path_buf()), version: version() })
+    Ok(NvrtcInfo {
+        path: Some(file.to_path_buf()),
+        version: version(),
+    })
 }
 
 fn version() -> (i32, i32) {
@@ -199,7 +207,11 @@ fn compile_log(e: &CompileError) -> String {
     match e {
         CompileError::CompileError { log, .. } => {
             let log = log.to_string_lossy();
-            log.lines().filter(|l| !l.trim().is_empty()).take(8).collect::<Vec<_>>().join(" | ")
+            log.lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(8)
+                .collect::<Vec<_>>()
+                .join(" | ")
         }
         other => format!("{other:?}"),
     }
@@ -209,7 +221,11 @@ fn cache_key(source: &str, version: (i32, i32), arch: &str) -> String {
     let mut h = Sha256::new();
     h.update(source.as_bytes());
     h.update(format!("{version:?}{arch}").as_bytes());
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `$BITNET_CUDA_CACHE`, else `$XDG_CACHE_HOME/bitnet/cuda`, else

@@ -25,7 +25,11 @@ pub enum Product {
 impl Product {
     /// The kernel the forward pass uses for `n_tokens`.
     pub fn for_tokens(n_tokens: usize) -> Product {
-        if n_tokens <= GEMV_TOKENS { Product::Gemv } else { Product::Gemm }
+        if n_tokens <= GEMV_TOKENS {
+            Product::Gemv
+        } else {
+            Product::Gemm
+        }
     }
 }
 
@@ -84,7 +88,9 @@ impl Gpu {
     /// Uploads already-quantised rows (`n_tokens` rows of `stride` bytes).
     pub fn upload_acts(&self, q: &[i8], scales: &[f32], stride: usize) -> Result<DeviceActs> {
         if !stride.is_multiple_of(WORD_COLS) || q.len() != scales.len() * stride {
-            return Err(CudaError::Invalid("activation rows must be whole words".into()));
+            return Err(CudaError::Invalid(
+                "activation rows must be whole words".into(),
+            ));
         }
         Ok(DeviceActs {
             n_tokens: scales.len(),
@@ -108,7 +114,11 @@ impl Gpu {
         let mut q = s.alloc_zeros::<i8>(n_tokens * stride)?;
         let mut scales = s.alloc_zeros::<f32>(n_tokens)?;
         let f = self.function("norm", "rmsnorm_quant")?;
-        let cfg = LaunchConfig { grid_dim: (dim(n_tokens)?, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (dim(n_tokens)?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let (cols_i, stride_i) = (int(cols)?, int(stride)?);
         let null = 0u64;
         let eps = norm.map_or(0.0, |n| n.1);
@@ -118,13 +128,23 @@ impl Gpu {
             Some((w, _)) => b.arg(w),
             None => b.arg(&null),
         };
-        b.arg(&mut q).arg(&mut scales).arg(&cols_i).arg(&cols_i).arg(&stride_i).arg(&eps);
+        b.arg(&mut q)
+            .arg(&mut scales)
+            .arg(&cols_i)
+            .arg(&cols_i)
+            .arg(&stride_i)
+            .arg(&eps);
         // SAFETY: the argument list matches rmsnorm_quant's signature; x
         // holds n_tokens rows of cols floats (x_stride = cols), q n_tokens
         // rows of stride bytes, scales n_tokens floats; w, when given, cols
         // floats.
         unsafe { b.launch(cfg) }?;
-        Ok(DeviceActs { n_tokens, stride, q, scales })
+        Ok(DeviceActs {
+            n_tokens,
+            stride,
+            q,
+            scales,
+        })
     }
 
     /// `y[t][r] = rule(Σ_k w[r][k] · q[t][k])`, `n_tokens × rows` f32.
@@ -145,7 +165,11 @@ impl Gpu {
         let (cfg, name) = match product {
             Product::Gemv => (
                 LaunchConfig {
-                    grid_dim: (dim(w.rows.div_ceil(8))?, dim(x.n_tokens.div_ceil(GEMV_TOKENS))?, 1),
+                    grid_dim: (
+                        dim(w.rows.div_ceil(8))?,
+                        dim(x.n_tokens.div_ceil(GEMV_TOKENS))?,
+                        1,
+                    ),
                     block_dim: (256, 1, 1),
                     shared_mem_bytes: 0,
                 },
@@ -153,7 +177,11 @@ impl Gpu {
             ),
             Product::Gemm => (
                 LaunchConfig {
-                    grid_dim: (dim(w.rows.div_ceil(MMA_ROWS))?, dim(x.n_tokens.div_ceil(MMA_TOKENS))?, 1),
+                    grid_dim: (
+                        dim(w.rows.div_ceil(MMA_ROWS))?,
+                        dim(x.n_tokens.div_ceil(MMA_TOKENS))?,
+                        1,
+                    ),
                     block_dim: (128, 1, 1),
                     shared_mem_bytes: 0,
                 },
@@ -163,7 +191,11 @@ impl Gpu {
         let f = self.function("ternary", name)?;
         let (rows, words, n, ys) = (int(w.rows)?, int(w.words)?, int(x.n_tokens)?, int(w.rows)?);
         let mut b = s.launch_builder(&f);
-        b.arg(&w.data).arg(&x.q).arg(&x.scales).arg(&w.scales).arg(&mut y);
+        b.arg(&w.data)
+            .arg(&x.q)
+            .arg(&x.scales)
+            .arg(&w.scales)
+            .arg(&mut y);
         b.arg(&rows).arg(&words).arg(&n).arg(&ys).arg(&w.rule);
         // SAFETY: the arguments match the kernel's signature; data holds
         // rows × words words, q n_tokens rows of words · 16 bytes (checked

@@ -73,19 +73,34 @@ impl GpuTernary {
         for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
             for (c, &v) in row.iter().enumerate() {
                 if !(-1..=1).contains(&v) {
-                    return Err(CudaError::Invalid(format!("ternary value {v} at ({r}, {c})")));
+                    return Err(CudaError::Invalid(format!(
+                        "ternary value {v} at ({r}, {c})"
+                    )));
                 }
                 let (w, shift) = place(c);
                 let word = &mut data[r * words + w];
                 *word = (*word & !(3 << shift)) | (((v + 1) as u32) << shift);
             }
         }
-        Ok(GpuTernary { rows, cols, words, data, scales, rule })
+        Ok(GpuTernary {
+            rows,
+            cols,
+            words,
+            data,
+            scales,
+            rule,
+        })
     }
 
     /// Repacks a CPU matrix (either CPU layout) from its unpacked values.
     pub fn from_matrix(m: &TernaryMatrix) -> Result<GpuTernary> {
-        GpuTernary::from_values(m.rows(), m.cols(), &m.unpack(), m.scales().to_vec(), m.rule())
+        GpuTernary::from_values(
+            m.rows(),
+            m.cols(),
+            &m.unpack(),
+            m.scales().to_vec(),
+            m.rule(),
+        )
     }
 
     /// The `{-1, 0, 1}` values back, row-major (the round-trip tests).

@@ -33,7 +33,11 @@ pub const MODULES: &[Module] = &[
         body: include_str!("kernels/norm.cu"),
         entry_points: &["rmsnorm", "rmsnorm_quant", "add_inplace"],
     },
-    Module { name: "rope", body: include_str!("kernels/rope.cu"), entry_points: &["rope"] },
+    Module {
+        name: "rope",
+        body: include_str!("kernels/rope.cu"),
+        entry_points: &["rope"],
+    },
     Module {
         name: "attention",
         body: include_str!("kernels/attention.cu"),
@@ -45,7 +49,11 @@ pub const MODULES: &[Module] = &[
             "attn_combine",
         ],
     },
-    Module { name: "ffn", body: include_str!("kernels/ffn.cu"), entry_points: &["gated_act"] },
+    Module {
+        name: "ffn",
+        body: include_str!("kernels/ffn.cu"),
+        entry_points: &["gated_act"],
+    },
     Module {
         name: "head",
         body: include_str!("kernels/head.cu"),

@@ -58,13 +58,24 @@ mod tests {
     fn parses_the_three_forms() {
         assert_eq!("cpu".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cpu));
         assert_eq!("cuda".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(0)));
-        assert_eq!("CUDA:3".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(3)));
+        assert_eq!(
+            "CUDA:3".parse::<DeviceSpec>().ok(),
+            Some(DeviceSpec::Cuda(3))
+        );
         assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
     }
 
     #[test]
     fn rejects_the_rest_with_one_line() {
-        for bad in ["tpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "", "cuda:99999999999999999999"] {
+        for bad in [
+            "tpu",
+            "cuda:",
+            "cuda:-1",
+            "cuda:x",
+            "cuda:1:2",
+            "",
+            "cuda:99999999999999999999",
+        ] {
             let e = bad.parse::<DeviceSpec>().err().map(|e| e.to_string());
             let e = e.unwrap_or_default();
             assert!(e.starts_with("unknown device"), "{bad}: {e}");

@@ -19,14 +19,23 @@ fn compiles_for(cc: u32) {
                         failures.push(format!("{}: no entry point {e} in the PTX", m.name));
                     }
                 }
-                assert!(ptx.contains(&format!(".target sm_{cc}")), "{}: wrong target", m.name);
+                assert!(
+                    ptx.contains(&format!(".target sm_{cc}")),
+                    "{}: wrong target",
+                    m.name
+                );
             }
             Err(e) => failures.push(e.to_string()),
         }
     }
     assert!(failures.is_empty(), "sm_{cc}:\n{}", failures.join("\n"));
     let v = nvrtc::nvrtc().map(|i| i.version).unwrap_or_default();
-    common::say(&format!("sm_{cc}: {} modules compiled with NVRTC {}.{}", MODULES.len(), v.0, v.1));
+    common::say(&format!(
+        "sm_{cc}: {} modules compiled with NVRTC {}.{}",
+        MODULES.len(),
+        v.0,
+        v.1
+    ));
 }
 
 #[test]
@@ -44,7 +53,9 @@ fn the_tensor_core_gemm_uses_mma_and_the_gemv_dp4a() {
     if !common::nvrtc_or_skip("the_tensor_core_gemm_uses_mma_and_the_gemv_dp4a") {
         return;
     }
-    let m = bitnet_cuda::sources::module("ternary").map(|m| m.source()).unwrap_or_default();
+    let m = bitnet_cuda::sources::module("ternary")
+        .map(|m| m.source())
+        .unwrap_or_default();
     let ptx = nvrtc::compile_uncached("ternary", &m, 80).unwrap_or_else(|e| panic!("{e}"));
     assert!(ptx.contains("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"));
     assert!(ptx.contains("dp4a.s32.s32"));

@@ -13,10 +13,18 @@ fn cuda_without_a_driver_is_one_line_naming_it() {
         );
         return;
     }
-    let e = device_error(DeviceSpec::Cuda(0)).map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.starts_with("no CUDA driver: libcuda.so.1 not found"), "{e}");
+    let e = device_error(DeviceSpec::Cuda(0))
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.starts_with("no CUDA driver: libcuda.so.1 not found"),
+        "{e}"
+    );
     assert!(e.contains("--device cpu") && !e.contains('\n'), "{e}");
-    assert!(matches!(bitnet_cuda::Gpu::open(1), Err(CudaError::NoDriver)));
+    assert!(matches!(
+        bitnet_cuda::Gpu::open(1),
+        Err(CudaError::NoDriver)
+    ));
 }
 
 #[test]

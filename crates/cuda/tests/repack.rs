@@ -16,8 +16,15 @@ fn repacking_round_trips_from_both_cpu_layouts() {
         let (rows, cols) = (1 + rng.below(70), 1 + rng.below(300));
         let values: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
         for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
-            let m = TernaryMatrix::pack_as(layout, rows, cols, &values, vec![1.0; rows], ScaleRule::Divide)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let m = TernaryMatrix::pack_as(
+                layout,
+                rows,
+                cols,
+                &values,
+                vec![1.0; rows],
+                ScaleRule::Divide,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             let g = GpuTernary::from_matrix(&m).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(g.unpack(), values, "{rows}x{cols} {layout:?}");
             assert_eq!(g.words, words_for(cols));
@@ -32,7 +39,11 @@ fn repacking_round_trips_from_both_cpu_layouts() {
 fn host_model_of_the_kernels_matches_the_cpu_scalar_reference_bit_for_bit() {
     let mut rng = Rng(7);
     for i in 0..30 {
-        let rule = if i % 2 == 0 { ScaleRule::Multiply } else { ScaleRule::Divide };
+        let rule = if i % 2 == 0 {
+            ScaleRule::Multiply
+        } else {
+            ScaleRule::Divide
+        };
         let (rows, cols, n) = (1 + rng.below(50), 1 + rng.below(400), 1 + rng.below(5));
         let p = problem(&mut rng, rows, cols, n, rule);
         let g = GpuTernary::from_matrix(&p.w).unwrap_or_else(|e| panic!("{e}"));
@@ -45,7 +56,11 @@ fn host_model_of_the_kernels_matches_the_cpu_scalar_reference_bit_for_bit() {
                 got.push(rule.apply(acc, p.q.scales()[t], g.scales[r]));
             }
         }
-        assert_eq!(bits(&got), bits(&cpu_reference(&p)), "{rows}x{cols}, {n} tokens, {rule:?}");
+        assert_eq!(
+            bits(&got),
+            bits(&cpu_reference(&p)),
+            "{rows}x{cols}, {n} tokens, {rule:?}"
+        );
         let _ = &p.x;
     }
 }

@@ -75,10 +75,17 @@ pub struct Problem {
     pub n_tokens: usize,
 }
 
-pub fn problem(rng: &mut Rng, rows: usize, cols: usize, n_tokens: usize, rule: ScaleRule) -> Problem {
+pub fn problem(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    rule: ScaleRule,
+) -> Problem {
     let values: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
     let scales: Vec<f32> = (0..rows).map(|_| 0.5 + rng.f32().abs()).collect();
-    let w = TernaryMatrix::pack(rows, cols, &values, scales, rule).unwrap_or_else(|e| panic!("{e}"));
+    let w =
+        TernaryMatrix::pack(rows, cols, &values, scales, rule).unwrap_or_else(|e| panic!("{e}"));
     let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.f32() * 4.0).collect();
     let mut q = QuantizedActs::new();
     scalar().quantize(&x, n_tokens, cols, &mut q);
