@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// Seed of the random weights (--shape) and tokens.
     #[arg(long = "seed", default_value_t = 42)]
     pub seed: u64,
+    /// Where to run: cpu (default), cuda (= cuda:0) or cuda:N.
+    #[arg(long = "device", default_value = "cpu", value_parser = crate::args::parse_device)]
+    pub device: bitnet_engine::DeviceSpec,
 }
 
 fn mib(b: u64) -> String {
@@ -85,6 +88,11 @@ fn mib(b: u64) -> String {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Before any weights are built or read: a GPU this build cannot use is
+    // one line saying what is missing.
+    if let Some(e) = bitnet_cuda::device_error(args.device) {
+        return Err(e.into());
+    }
     let kv_type = KvType::from_name(&args.kv_type).with_context(|| {
         format!(
             "unknown KV cache type `{}` (expected f16, q8 or f32)",
