@@ -145,10 +145,20 @@ fn python_site_dirs() -> Vec<PathBuf> {
 /// The PTX of `source` for `sm_{cc}` (e.g. 80, 90), from the cache when an
 /// identical compile is there, else from NVRTC (and then cached).
 pub fn compile(module: &'static str, source: &str, cc: u32) -> Result<String> {
+    compile_cached_in(cache_dir().as_deref(), module, source, cc)
+}
+
+/// [`compile`] with the cache in `dir` (`None`: no cache).
+pub fn compile_cached_in(
+    dir: Option<&Path>,
+    module: &'static str,
+    source: &str,
+    cc: u32,
+) -> Result<String> {
     let info = nvrtc()?;
     let arch = format!("sm_{cc}");
     let key = cache_key(source, info.version, &arch);
-    let path = cache_dir().map(|d| d.join(format!("{module}-{arch}-{key}.ptx")));
+    let path = dir.map(|d| d.join(format!("{module}-{arch}-{key}.ptx")));
     if let Some(p) = &path
         && let Ok(ptx) = std::fs::read_to_string(p)
     {

@@ -67,20 +67,22 @@ fn the_cache_returns_what_nvrtc_made() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("bitnet-cuda-cache-{}", std::process::id()));
-    unsafe_free_set_cache(&dir);
     let m = &MODULES[2];
-    let a = nvrtc::compile(m.name, &m.source(), 90).unwrap_or_else(|e| panic!("{e}"));
+    let a = nvrtc::compile_cached_in(Some(&dir), m.name, &m.source(), 90);
+    let a = a.unwrap_or_else(|e| panic!("{e}"));
     let files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(files, 1, "one cached PTX file in {}", dir.display());
-    let b = nvrtc::compile(m.name, &m.source(), 90).unwrap_or_else(|e| panic!("{e}"));
+    let b = nvrtc::compile_cached_in(Some(&dir), m.name, &m.source(), 90);
+    let b = b.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(a, b);
+    // A second compile reads the file, not NVRTC.
+    let file = std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok());
+    let file = file.map(|e| e.path()).unwrap_or_default();
+    std::fs::write(&file, "// from the cache").unwrap_or_else(|e| panic!("{e}"));
+    let c = nvrtc::compile_cached_in(Some(&dir), m.name, &m.source(), 90);
+    assert_eq!(c.ok().as_deref(), Some("// from the cache"));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn unsafe_free_set_cache(dir: &std::path::Path) {
-    // The tests of this file run in threads of one process: the variable is
-    // only read by `compile`, which only this test calls.
-    // SAFETY: no other thread reads or writes the environment concurrently
-    // (the other tests call `compile_uncached`, which does not).
-    unsafe { std::env::set_var("BITNET_CUDA_CACHE", dir) };
 }

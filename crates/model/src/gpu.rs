@@ -206,7 +206,7 @@ impl GpuModel {
         let pos = st.clone_htod(&pos_host)?;
         let stride = qd + 2 * kvd;
         let mut attn = st.alloc_zeros::<f32>(n * qd)?;
-        let mut normed = st.alloc_zeros::<f32>(n * qd.max(f))?;
+        let mut normed = st.alloc_zeros::<f32>(d)?;
         let mut ffn = st.alloc_zeros::<f32>(n * f)?;
         let product = Product::for_tokens(n);
         let shape = AttnShape {
