@@ -65,7 +65,9 @@
 //!   with NVRTC for `sm_80` and `sm_90` (CI installs NVRTC from PyPI; without
 //!   it, outside CI, the test prints "skipped: NVRTC not found"); weight
 //!   repacking round-trips and matches a host model of the kernels' integer
-//!   sums; the device parser; the one-line errors without a driver.
+//!   sums; `ternary_gemm`'s fragment indexing, replayed on the host with the
+//!   PTX m16n8k32 layouts, reproduces the CPU scalar reference bit for bit;
+//!   the device parser; the one-line errors without a driver.
 //! * A GPU machine only (`tests/device.rs`, skipped visibly elsewhere; run by
 //!   `scripts/gpu-check`): GEMV and GEMM against the CPU scalar reference bit
 //!   for bit on random shapes, the quantiser bit for bit.
