@@ -8,6 +8,7 @@ import numpy.typing as npt
 __version__: str
 
 def kernels_available() -> List[str]: ...
+def device_error(device: str) -> Optional[str]: ...
 
 class Model:
     def __init__(

@@ -12,11 +12,6 @@ from .errors import DeviceError
 
 __all__ = ["BitNetModel"]
 
-NO_CUDA = (
-    "this build of bitnet has no CUDA backend; "
-    'load the model on the CPU with device="cpu"'
-)
-
 #: How long one wait for the engine lasts before Python gets control back
 #: (so Ctrl-C is seen within a token).
 _POLL_SECONDS = 0.02
@@ -30,9 +25,13 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', not {device!r}")
     if device == "cpu":
         return
-    if re.fullmatch(r"cuda(:\d+)?|gpu", device):
-        raise DeviceError(f"cannot use device {device!r}: {NO_CUDA}")
-    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda[:N]'")
+    if not re.fullmatch(r"cuda(:\d+)?|gpu", device):
+        raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda[:N]'")
+    # The native check names what is missing: the NVIDIA driver, the GPU,
+    # NVRTC, or (where all are there) the GPU forward pass of this build.
+    why = _native.device_error(device)
+    if why is not None:
+        raise DeviceError(f"cannot use device {device!r}: {why}")
 
 
 def _int_or_none(name: str, value: Any, minimum: int) -> Optional[int]:
@@ -188,8 +187,10 @@ class BitNetModel:
             kv_type: KV cache precision, ``"f16"``, ``"f32"`` or ``"q8"``.
             kernel: ``"scalar"``, ``"avx2"``, ``"avxvnni"`` or ``"avx512"`` to force a kernel
                 level (None: ``BITNET_KERNEL``, else the best this CPU has).
-            device: ``"cpu"``. ``"cuda[:N]"`` raises :class:`bitnet.DeviceError`:
-                this build has no CUDA backend.
+            device: ``"cpu"`` or ``"cuda[:N]"``. A GPU raises
+                :class:`bitnet.DeviceError` with one line naming what is
+                missing (the NVIDIA driver, the GPU, NVRTC); on a machine
+                with all three, that this build has no GPU forward pass yet.
             n_parallel: sequences decoded together (each gets its own KV
                 cache when first needed).
             n_batch: prompt tokens per forward pass.

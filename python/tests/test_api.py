@@ -50,7 +50,7 @@ def test_stubs_cover_the_native_module() -> None:
         for name in dir(cls):
             if not name.startswith("_"):
                 assert f"def {name}(" in stub, f"{cls.__name__}.{name} missing from _native.pyi"
-    for name in ("serve", "kernels_available"):
+    for name in ("serve", "kernels_available", "device_error"):
         assert f"def {name}(" in stub
 
 

@@ -3,12 +3,14 @@ problem; no Rust panic reaches Python."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
 import pytest
 
 import bitnet
+import bitnet.gpu
 from bitnet.gpu import BitNetGPUModel
 from conftest import DEMO, MIT
 
@@ -99,11 +101,34 @@ def test_bad_arguments_are_value_errors(model: bitnet.BitNetModel) -> None:
         model.generate_batch("one string")
 
 
-def test_cuda_says_this_build_has_no_backend() -> None:
-    with pytest.raises(bitnet.DeviceError, match="no CUDA backend"):
-        bitnet.BitNetModel.from_pretrained("builtin", device="cuda:0")
-    with pytest.raises(bitnet.DeviceError, match="no CUDA backend"):
-        BitNetGPUModel.from_pretrained("bitnet-b1.58-2b", device="cuda:0")
+def _has_libcuda() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def test_cuda_names_what_is_missing_in_one_line() -> None:
+    # Without the NVIDIA driver (CI, CPU machines) the error names it; with
+    # one, it names the missing GPU or NVRTC, or this build's missing GPU
+    # forward pass.
+    if _has_libcuda():
+        expected = "no CUDA device|NVRTC not found|no GPU forward pass|need sm_80"
+    else:
+        expected = "no CUDA driver: libcuda.so.1 not found"
+    for load in (
+        lambda: bitnet.BitNetModel.from_pretrained("builtin", device="cuda:0"),
+        lambda: BitNetGPUModel.from_pretrained("bitnet-b1.58-2b", device="cuda:0"),
+        lambda: BitNetGPUModel.from_pretrained("builtin", device="cuda"),
+    ):
+        with pytest.raises(bitnet.DeviceError, match=expected) as e:
+            load()
+        assert "\n" not in str(e.value)
+        assert str(e.value).startswith("cannot use device 'cuda")
+    assert not bitnet.gpu.cuda_available()
+    with pytest.raises(ValueError, match="unknown device"):
+        BitNetGPUModel.from_pretrained("builtin", device="cuda:x")
 
 
 def test_offline_hub_id_not_in_cache_is_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

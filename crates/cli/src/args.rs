@@ -1,7 +1,7 @@
 //! Arguments shared by the subcommands that load a model.
 
 use anyhow::Context;
-use bitnet_engine::{Engine, EngineOptions, KvType, resolve};
+use bitnet_engine::{DeviceSpec, Engine, EngineOptions, KvType, resolve};
 use bitnet_hub::Hub;
 use clap::Args;
 
@@ -28,6 +28,14 @@ pub struct ModelArgs {
     /// computed in its exact arithmetic) or q8 (int8 rows, a quarter of f32).
     #[arg(long = "kv-type", default_value = "f16", value_parser = parse_kv_type)]
     pub kv_type: KvType,
+    /// Where to run: cpu (default), cuda (= cuda:0) or cuda:N.
+    #[arg(long = "device", default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceSpec,
+}
+
+/// `--device`: `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse::<DeviceSpec>().map_err(|e| e.to_string())
 }
 
 fn parse_kv_type(s: &str) -> Result<KvType, String> {
@@ -57,12 +65,24 @@ impl ModelArgs {
             kv_type: self.kv_type,
             n_batch: self.batch_size,
             kernels: None,
+            device: self.device,
+        }
+    }
+
+    /// A GPU this build cannot use is one line saying what is missing
+    /// (driver, GPU, NVRTC, or the GPU forward pass): checked before the
+    /// model is resolved (which may download) or any input is read.
+    pub fn check_device(&self) -> anyhow::Result<()> {
+        match bitnet_cuda::device_error(self.device) {
+            None => Ok(()),
+            Some(e) => Err(e.into()),
         }
     }
 
     /// Resolves `-m` (downloading if needed), says which model was chosen
     /// when it was the default, and loads it.
     pub fn load(&self) -> anyhow::Result<Engine> {
+        self.check_device()?;
         let hub = Hub::from_env();
         let resolved = resolve::resolve(self.model.as_deref(), &hub).with_context(|| {
             format!(

@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Seed of the random weights (--shape) and tokens.
     #[arg(long = "seed", default_value_t = 42)]
     pub seed: u64,
+    /// Where to run: cpu (default), cuda (= cuda:0) or cuda:N. On a GPU
+    /// the forward pass of one sequence is timed (ppN, tgN; no threads).
+    #[arg(long = "device", default_value = "cpu", value_parser = crate::args::parse_device)]
+    pub device: bitnet_engine::DeviceSpec,
 }
 
 fn mib(b: u64) -> String {
@@ -85,6 +89,15 @@ fn mib(b: u64) -> String {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Before any weights are built or read: a GPU that cannot be used is
+    // one line saying what is missing.
+    let gpu = match args.device {
+        bitnet_engine::DeviceSpec::Cpu => None,
+        bitnet_engine::DeviceSpec::Cuda(n) => {
+            crate::bench_gpu::preflight(n)?;
+            Some(n)
+        }
+    };
     let kv_type = KvType::from_name(&args.kv_type).with_context(|| {
         format!(
             "unknown KV cache type `{}` (expected f16, q8 or f32)",
@@ -136,6 +149,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot load model `{}`", spec.unwrap_or("(default)")))?
         }
     };
+    if let Some(ordinal) = gpu {
+        return crate::bench_gpu::run(&bm, ordinal, &opts);
+    }
     let first = bench::first_token(&bm.model, opts.threads[0], kv_type)?;
     eprintln!(
         "model: {}\nkernel: {} | load {:.0} ms | first token {:.0} ms | weights {} | RSS {} (peak {})",

@@ -177,6 +177,7 @@ impl Input {
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
+    args.model.check_device()?;
     let (sampler, _) = args.sampling.sampler();
     let engine = args.model.load()?;
     if engine.tokenizer().chat_template().is_none() {

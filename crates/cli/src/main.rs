@@ -6,6 +6,7 @@
 
 mod args;
 mod bench;
+mod bench_gpu;
 mod chat;
 mod convert;
 mod embed;

@@ -30,6 +30,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
+    args.model.check_device()?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {

@@ -126,6 +126,7 @@ fn prompt_text(args: &RunArgs) -> anyhow::Result<String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    args.model.check_device()?;
     let text = prompt_text(&args)?;
     let (sampler, seed) = args.sampling.sampler();
     let t_load = std::time::Instant::now();

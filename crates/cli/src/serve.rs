@@ -110,6 +110,7 @@ fn api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    args.model.check_device()?;
     let config = ServerConfig {
         host: args.host.clone(),
         port: args.port,

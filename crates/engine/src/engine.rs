@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use bitnet_cuda::DeviceSpec;
 use bitnet_gguf::GgufFile;
 use bitnet_kernels::Kernels;
 use bitnet_model::{BatchToken, KvType, LoadOptions, Model, Scratch};
@@ -30,6 +31,10 @@ pub struct EngineOptions {
     pub n_batch: usize,
     /// Kernels (`None` = `BITNET_KERNEL` or the best this CPU has).
     pub kernels: Option<&'static Kernels>,
+    /// Where the forward pass runs (`--device`). A GPU is checked before
+    /// the model is read: without a driver, a GPU or NVRTC, or (in this
+    /// build) a GPU forward pass, loading fails with one line saying which.
+    pub device: DeviceSpec,
 }
 
 impl Default for EngineOptions {
@@ -40,6 +45,7 @@ impl Default for EngineOptions {
             kv_type: KvType::F16,
             n_batch: 512,
             kernels: None,
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -212,6 +218,7 @@ pub const MAX_THREADS: usize = 1024;
 impl Engine {
     /// Loads the model at `location`.
     pub fn load(location: &ModelLocation, opts: EngineOptions) -> Result<Engine> {
+        check_device(opts.device)?;
         let kernels = match opts.kernels {
             Some(k) => k,
             None => Kernels::from_env()?,
@@ -231,6 +238,7 @@ impl Engine {
         name: String,
         opts: EngineOptions,
     ) -> Result<Engine> {
+        check_device(opts.device)?;
         let n_ctx = opts.n_ctx.unwrap_or(model.hparams().n_ctx_train.min(4096));
         if n_ctx == 0 {
             return Err(Error::InvalidArgument {
@@ -654,4 +662,15 @@ pub fn negative_log_likelihood(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let sum: f64 = logits.iter().map(|&v| f64::from(v - max).exp()).sum();
     f64::from(max) + sum.ln() - f64::from(logits[target as usize])
+}
+
+/// Refuses a device this build cannot run a model on, with one line: the
+/// CPU always runs; a GPU goes through [`bitnet_cuda::open_for_model`],
+/// which names the missing driver, GPU or NVRTC, or else (on a machine that
+/// has all three) that this build has no GPU forward pass yet.
+fn check_device(device: DeviceSpec) -> Result<()> {
+    match bitnet_cuda::device_error(device) {
+        None => Ok(()),
+        Some(e) => Err(e.into()),
+    }
 }

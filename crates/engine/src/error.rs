@@ -19,6 +19,10 @@ pub enum Error {
     /// The kernel level requested is not available.
     #[error(transparent)]
     Kernels(#[from] bitnet_kernels::Error),
+    /// `--device cuda`: no driver, no GPU, no NVRTC, or no GPU forward pass
+    /// in this build (one line naming which).
+    #[error(transparent)]
+    Device(#[from] bitnet_cuda::CudaError),
     /// The model argument names nothing we can load.
     #[error("model `{spec}`: {reason}")]
     ModelSpec {

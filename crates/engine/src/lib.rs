@@ -44,6 +44,7 @@ pub use resolve::{ModelLocation, Resolved};
 pub use sequence::{GenerationParams, SequenceOptions, SequenceState, Step, StopReason};
 pub use stop::StopMatcher;
 
+pub use bitnet_cuda::{CudaError as DeviceError, DeviceSpec, device_error};
 pub use bitnet_model::{KvType, Model};
 pub use bitnet_sampling::SamplerConfig;
 pub use bitnet_tokenizer::{ChatMessage, Tokenizer};

@@ -33,6 +33,7 @@ pub mod convert;
 pub mod embed;
 mod error;
 pub mod forward;
+pub mod gpu;
 pub mod kv_cache;
 mod load;
 pub mod random;

@@ -67,6 +67,7 @@ pub fn load_error(e: Error, spec: &str) -> PyErr {
             }
         }
         Error::Hub(_) => raise("DownloadError", message),
+        Error::Device(_) => raise("DeviceError", message),
         Error::Kernels(_) | Error::InvalidArgument { .. } => PyValueError::new_err(message),
         _ => raise("ModelLoadError", message),
     }

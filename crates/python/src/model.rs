@@ -60,6 +60,17 @@ pub fn kernels_available() -> Vec<&'static str> {
     Isa::available().iter().map(|i| i.name()).collect()
 }
 
+/// Why `device` (`"cpu"`, `"cuda"`, `"cuda:N"`) cannot run a model here,
+/// in one line, or `None` when it can (the CPU). An unknown device name is a
+/// `ValueError`. The same check as the command line's `--device`.
+#[pyfunction]
+pub fn device_error(device: &str) -> PyResult<Option<String>> {
+    let spec: bitnet_engine::DeviceSpec = device
+        .parse()
+        .map_err(|e: bitnet_engine::DeviceError| PyValueError::new_err(e.to_string()))?;
+    Ok(bitnet_engine::device_error(spec).map(|e| e.to_string()))
+}
+
 /// A GGUF metadata value as JSON (long arrays, such as the vocabulary, are
 /// left out: `None`).
 fn gguf_json(v: &Value) -> Option<serde_json::Value> {
@@ -167,6 +178,7 @@ impl Model {
                 kv_type,
                 n_batch,
                 kernels: Some(kernels),
+                device: Default::default(),
             };
             let spec = model.to_string();
             let (engine, location) = py
