@@ -17,25 +17,20 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 // Block-wide reductions; blockDim.x a multiple of 32, at most 1024;
-// `sh` holds 32 floats. Every thread gets the result.
-__device__ float block_sum(float v, float* sh) {
+// `sh` holds 32 floats. Every thread gets the result. Lanes past the last
+// warp contribute the operation's identity (0 for a sum, -inf for a max).
+template <bool MAX>
+__device__ float block_reduce(float v, float* sh) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = MAX ? warp_max(v) : warp_sum(v);
     __syncthreads();
     if (lane == 0) sh[warp] = v;
     __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0f;
-    return warp_sum(v);
+    v = lane < nw ? sh[lane] : (MAX ? -INFINITY : 0.0f);
+    return MAX ? warp_max(v) : warp_sum(v);
 }
-__device__ float block_max(float v, float* sh) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0f;
-    return warp_max(v);
-}
+__device__ __forceinline__ float block_sum(float v, float* sh) { return block_reduce<false>(v, sh); }
+__device__ __forceinline__ float block_max(float v, float* sh) { return block_reduce<true>(v, sh); }
 
 // GPU ternary layout: 16 weights per u32, 2-bit codes t + 1. Column
 // 16 * w + 4 * g + i of a row sits in word w at bits 8 * i + 2 * g, so

@@ -17,6 +17,14 @@ __device__ __forceinline__ void head_store(float* acc, float* Y, int row, int t0
     }
 }
 
+// acc[t] += wv * x[t][k] for the pass's tokens.
+__device__ __forceinline__ void head_fma(float* acc, float wv, const float* X, int t0, int nt,
+                                         int x_stride, int k) {
+#pragma unroll
+    for (int t = 0; t < HEAD_TOKENS; t++)
+        if (t < nt) acc[t] += wv * X[(size_t)(t0 + t) * x_stride + k];
+}
+
 // F16 rows of `cols` halves (raw bits).
 extern "C" __global__ void head_f16(const u16* __restrict__ W, const float* __restrict__ X,
                                    float* __restrict__ Y, int rows, int cols, int n_tokens,
@@ -27,10 +35,7 @@ extern "C" __global__ void head_f16(const u16* __restrict__ W, const float* __re
     float acc[HEAD_TOKENS] = {0};
     const u16* w = W + (size_t)row * cols;
     for (int k = lane; k < cols; k += 32) {
-        float wv = h2f(w[k]);
-#pragma unroll
-        for (int t = 0; t < HEAD_TOKENS; t++)
-            if (t < nt) acc[t] += wv * X[(size_t)(t0 + t) * x_stride + k];
+        head_fma(acc, h2f(w[k]), X, t0, nt, x_stride, k);
     }
     head_store(acc, Y, row, t0, nt, y_stride);
 }
@@ -48,10 +53,7 @@ extern "C" __global__ void head_q8_0(const unsigned char* __restrict__ W, const 
     for (int b = 0; b < nb; b++) {
         const unsigned char* blk = w + (size_t)b * 34;
         float wv = f16_at(blk) * (float)(i8)blk[2 + lane];
-        int k = b * 32 + lane;
-#pragma unroll
-        for (int t = 0; t < HEAD_TOKENS; t++)
-            if (t < nt) acc[t] += wv * X[(size_t)(t0 + t) * x_stride + k];
+        head_fma(acc, wv, X, t0, nt, x_stride, b * 32 + lane);
     }
     head_store(acc, Y, row, t0, nt, y_stride);
 }
@@ -81,14 +83,16 @@ extern "C" __global__ void head_q6_k(const unsigned char* __restrict__ W, const 
             for (int j = 0; j < 4; j++) {
                 int v = 128 * half + 32 * j + l;
                 float wv = d * (float)sc[v / 16] * (float)(q[j] - 32);
-                int k = b * 256 + v;
-#pragma unroll
-                for (int t = 0; t < HEAD_TOKENS; t++)
-                    if (t < nt) acc[t] += wv * X[(size_t)(t0 + t) * x_stride + k];
+                head_fma(acc, wv, X, t0, nt, x_stride, b * 256 + v);
             }
         }
     }
     head_store(acc, Y, row, t0, nt, y_stride);
+}
+
+// (v, i) beats (best, bi): larger, or equal with a smaller index.
+__device__ __forceinline__ bool beats(float v, int i, float best, int bi) {
+    return v > best || (v == best && i < bi);
 }
 
 // Greedy: out[row] = index of the first maximum of x[row * n .. + n].
@@ -100,19 +104,19 @@ extern "C" __global__ void argmax(const float* __restrict__ x, int n, int* __res
     int bi = 0x7fffffff;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = r[i];
-        if (v > best || (v == best && i < bi)) { best = v; bi = i; }
+        if (beats(v, i, best, bi)) { best = v; bi = i; }
     }
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, best, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+        if (beats(ov, oi, best, bi)) { best = ov; bi = oi; }
     }
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) { sv[warp] = best; si[warp] = bi; }
     __syncthreads();
     if (threadIdx.x == 0) {
         for (int w = 1; w < (int)(blockDim.x >> 5); w++)
-            if (sv[w] > best || (sv[w] == best && si[w] < bi)) { best = sv[w]; bi = si[w]; }
+            if (beats(sv[w], si[w], best, bi)) { best = sv[w]; bi = si[w]; }
         out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
     }
 }
