@@ -5,8 +5,9 @@
 
 use std::time::Instant;
 
-use bitnet_engine::bench::{BenchModel, BenchOptions};
+use bitnet_engine::bench::{BenchModel, BenchOptions, mean_std};
 use bitnet_model::gpu::GpuModel;
+use bitnet_sampling::Rng;
 
 /// What `--device cuda:N` needs before any weights are built: the driver,
 /// the device, NVRTC. One line naming what is missing.
@@ -16,13 +17,21 @@ pub fn preflight(ordinal: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (
-        m,
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
-    )
+/// Tokens per second of `once` (which returns the tokens it processed and
+/// when its timing began), over `reps` timed runs after one untimed
+/// warm-up: mean and standard deviation.
+fn rate(
+    reps: usize,
+    mut once: impl FnMut() -> anyhow::Result<(usize, Instant)>,
+) -> anyhow::Result<(f64, f64)> {
+    let mut rates = Vec::new();
+    for rep in 0..=reps {
+        let (n, start) = once()?;
+        if rep > 0 {
+            rates.push(n as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(mean_std(&rates))
 }
 
 /// Runs the ppN and tgN tests on GPU `ordinal` and prints a markdown table.
@@ -32,48 +41,35 @@ pub fn run(bm: &BenchModel, ordinal: usize, opts: &BenchOptions) -> anyhow::Resu
     let mut gpu = GpuModel::new(&bm.model, ordinal, max_p + max_g + 2, opts.kv_type)?;
     let device = gpu.gpu().describe();
     let n_vocab = bm.model.hparams().n_vocab as u64;
-    let mut state = opts.seed | 1;
+    let mut rng = Rng::new(opts.seed);
     let tokens: Vec<u32> = (0..max_p.max(1))
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) % n_vocab) as u32
-        })
+        .map(|_| (rng.next_u64() % n_vocab) as u32)
         .collect();
     println!("| model | device | test | t/s |");
     println!("| --- | --- | --- | ---: |");
     let reps = opts.reps.max(1);
     for &np in opts.n_prompt.iter().filter(|&&n| n > 0) {
-        let mut rates = Vec::new();
-        for rep in 0..=reps {
+        let (m, sd) = rate(reps, || {
             gpu.clear();
             let t = Instant::now();
             gpu.forward_greedy(&bm.model, &tokens[..np])?;
-            if rep > 0 {
-                rates.push(np as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        let (m, sd) = mean_sd(&rates);
+            Ok((np, t))
+        })?;
         println!(
             "| {} | {device} | pp{np} | {m:.2} ± {sd:.2} |",
             bm.model_type
         );
     }
     for &ng in opts.n_gen.iter().filter(|&&n| n > 0) {
-        let mut rates = Vec::new();
-        for rep in 0..=reps {
+        let (m, sd) = rate(reps, || {
             gpu.clear();
             let mut next = gpu.forward_greedy(&bm.model, &tokens[..1])?;
             let t = Instant::now();
             for _ in 0..ng {
                 next = gpu.forward_greedy(&bm.model, &[next])?;
             }
-            if rep > 0 {
-                rates.push(ng as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        let (m, sd) = mean_sd(&rates);
+            Ok((ng, t))
+        })?;
         println!(
             "| {} | {device} | tg{ng} | {m:.2} ± {sd:.2} |",
             bm.model_type

@@ -334,7 +334,7 @@ pub fn load_location(location: &ModelLocation, kernels: &'static Kernels) -> Res
 }
 
 /// Mean and sample standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     if v.len() < 2 {
