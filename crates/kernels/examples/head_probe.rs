@@ -1,4 +1,5 @@
-//! Times the f32-activation head product on the 2B-4T head shape:
+//! Times the head product on the 2B-4T head shape as the model runs it (Q6_K
+//! through the integer path, the others with f32 activations):
 //! `head_probe TYPE(f16|q8_0|q6_k|bf16) ISA THREADS [TOKENS]`.
 
 use std::time::Instant;
@@ -46,10 +47,16 @@ fn main() {
         .collect();
     let pool = ThreadPool::new(threads);
     let mut out = vec![0f32; n * rows];
+    let mut q = bitnet_kernels::dense::q8k::Q8KActs::new();
     let mut best = f64::MAX;
     for _ in 0..15 {
         let t = Instant::now();
-        k.dense_matmul(&pool, &m, &x, n, &mut out);
+        if ty == DenseType::Q6K {
+            q.quantize(&x, n, cols);
+            k.q6k_matmul(&pool, &m, &q, &mut out);
+        } else {
+            k.dense_matmul(&pool, &m, &x, n, &mut out);
+        }
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(
