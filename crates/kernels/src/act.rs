@@ -66,7 +66,10 @@ impl QuantizedActs {
     /// keeping their allocation.
     fn drop_tables(&mut self) {
         if let Some(t) = self.tables.take() {
-            *self.spare_tables.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(t);
+            *self
+                .spare_tables
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner()) = Some(t);
         }
     }
 

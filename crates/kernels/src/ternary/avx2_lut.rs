@@ -110,7 +110,11 @@ pub(crate) unsafe fn build_all(pool: &ThreadPool, x: &QuantizedActs, buf: &mut A
     if tp > n {
         for p in 0..pairs {
             // SAFETY: slot (p, n) lies inside the `len` bytes.
-            unsafe { dst.0.add((p * tp + n) * TABLE_BYTES).write_bytes(0, TABLE_BYTES) };
+            unsafe {
+                dst.0
+                    .add((p * tp + n) * TABLE_BYTES)
+                    .write_bytes(0, TABLE_BYTES)
+            };
         }
     }
     let chunk = n.div_ceil(4 * pool.n_threads()).max(1);
@@ -142,7 +146,8 @@ unsafe fn build_tables(x: &QuantizedActs, dst: TablesPtr, tokens: Range<usize>) 
             // [a₀, −a₀, a₁, −a₁] of pairs 0, 1 and 2, 3.
             let u_lo = _mm_unpacklo_epi16(v, neg);
             let u_hi = _mm_unpackhi_epi16(v, neg);
-            let swapped = _mm_shufflehi_epi16::<0b10_11_00_01>(_mm_shufflelo_epi16::<0b10_11_00_01>(v));
+            let swapped =
+                _mm_shufflehi_epi16::<0b10_11_00_01>(_mm_shufflelo_epi16::<0b10_11_00_01>(v));
             let sum = _mm_add_epi16(v, swapped);
             // [a₀−a₁, a₁−a₀] per pair.
             let diff = _mm_sub_epi16(v, swapped);
