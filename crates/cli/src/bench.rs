@@ -60,6 +60,15 @@ pub struct BenchArgs {
         default_value = "128"
     )]
     pub n_gen: Vec<usize>,
+    /// Context depths (comma-separated): each test runs after this many
+    /// tokens were put in the KV cache, untimed, as llama-bench's `-d`.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub n_depth: Vec<usize>,
     /// Thread counts to test (comma-separated; default: all CPUs).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
     pub threads: Vec<usize>,
@@ -98,6 +107,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(n)
         }
     };
+    if gpu.is_some() && args.n_depth.iter().any(|&d| d > 0) {
+        bail!("--n-depth is not supported with --device cuda yet");
+    }
     let kv_type = KvType::from_name(&args.kv_type).with_context(|| {
         format!(
             "unknown KV cache type `{}` (expected f16, q8 or f32)",
@@ -107,6 +119,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let opts = BenchOptions {
         n_prompt: args.n_prompt.clone(),
         n_gen: args.n_gen.clone(),
+        n_depth: args.n_depth.clone(),
         threads: if args.threads.is_empty() {
             vec![bitnet_threads::available_cpus()]
         } else {

@@ -45,6 +45,9 @@ pub struct BenchOptions {
     pub n_prompt: Vec<usize>,
     /// Generation lengths (one tgN test each; 0 = none).
     pub n_gen: Vec<usize>,
+    /// Context depths: every test runs once per depth, after that many
+    /// tokens were put in the cache (untimed), as llama-bench's `-d`.
+    pub n_depth: Vec<usize>,
     /// Thread counts (every test runs with each).
     pub threads: Vec<usize>,
     /// Timed repetitions per test.
@@ -62,6 +65,7 @@ impl Default for BenchOptions {
         BenchOptions {
             n_prompt: vec![512],
             n_gen: vec![128],
+            n_depth: vec![0],
             threads: vec![bitnet_threads::available_cpus()],
             reps: 5,
             n_batch: 512,
@@ -76,7 +80,8 @@ impl BenchOptions {
     pub fn max_ctx(&self) -> usize {
         let p = self.n_prompt.iter().copied().max().unwrap_or(0);
         let n = self.n_gen.iter().copied().max().unwrap_or(0);
-        p.max(n).max(1)
+        let d = self.n_depth.iter().copied().max().unwrap_or(0);
+        d + p.max(n).max(1)
     }
 
     fn check(&self) -> Result<()> {
@@ -91,6 +96,9 @@ impl BenchOptions {
         }
         if self.n_batch == 0 {
             return bad("batch size", "must be at least 1");
+        }
+        if self.n_depth.is_empty() {
+            return bad("depth", "give one or more context depths (0: none)");
         }
         if self.threads.is_empty() || self.threads.contains(&0) {
             return bad("threads", "give one or more thread counts of at least 1");
@@ -123,7 +131,9 @@ pub struct BenchResult {
     pub n_prompt: usize,
     /// Generated tokens (tgN), else 0.
     pub n_gen: usize,
-    /// `ppN` or `tgN`.
+    /// Tokens already in the context when the test ran.
+    pub n_depth: usize,
+    /// `ppN` or `tgN`, with ` @ dD` for a depth D.
     pub test: String,
     /// Mean time per repetition, ns.
     pub avg_ns: u64,
@@ -358,10 +368,22 @@ impl Runner<'_> {
         (self.rng.next_u64() % self.model.hparams().n_vocab as u64) as u32
     }
 
-    /// Processes an `n`-token prompt from an empty cache.
-    fn prompt(&mut self, n: usize, n_batch: usize) -> Result<Duration> {
+    /// Empties the cache and fills it with `depth` tokens (untimed).
+    fn fill(&mut self, depth: usize, n_batch: usize) -> Result<()> {
         self.cache.clear();
+        self.feed(depth, n_batch)
+    }
+
+    /// Processes an `n`-token prompt after what the cache holds.
+    fn prompt(&mut self, n: usize, n_batch: usize) -> Result<Duration> {
         let t = Instant::now();
+        self.feed(n, n_batch)?;
+        Ok(t.elapsed())
+    }
+
+    /// Feeds `n` random tokens in batches of at most `n_batch`, logits for
+    /// the last one only.
+    fn feed(&mut self, n: usize, n_batch: usize) -> Result<()> {
         let mut done = 0;
         while done < n {
             let m = n_batch.min(n - done);
@@ -382,12 +404,11 @@ impl Runner<'_> {
             )?;
             done += m;
         }
-        Ok(t.elapsed())
+        Ok(())
     }
 
-    /// Decodes `n` tokens one at a time from an empty cache.
+    /// Decodes `n` tokens one at a time after what the cache holds.
     fn generate(&mut self, n: usize) -> Result<Duration> {
-        self.cache.clear();
         let t = Instant::now();
         for _ in 0..n {
             let token = self.token();
@@ -439,8 +460,12 @@ pub fn run(
             .filter(|&&n| n > 0)
             .map(|&n| (n, 0))
             .chain(opts.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
-        for (n_prompt, n_gen) in tests {
+        let tests: Vec<(usize, usize, usize)> = tests
+            .flat_map(|(p, g)| opts.n_depth.iter().map(move |&d| (p, g, d)))
+            .collect();
+        for (n_prompt, n_gen, depth) in tests {
             // Warm-up, untimed.
+            r.fill(depth, opts.n_batch)?;
             if n_prompt > 0 {
                 r.prompt(n_prompt, opts.n_batch)?;
             } else {
@@ -449,6 +474,7 @@ pub fn run(
             let mut samples_ns = Vec::with_capacity(opts.reps);
             let mut samples_cpu_ns = Vec::with_capacity(opts.reps);
             for _ in 0..opts.reps {
+                r.fill(depth, opts.n_batch)?;
                 let cpu = process_cpu_time();
                 let t = if n_prompt > 0 {
                     r.prompt(n_prompt, opts.n_batch)?
@@ -487,11 +513,8 @@ pub fn run(
                 type_kv: opts.kv_type.name().to_string(),
                 n_prompt,
                 n_gen,
-                test: if n_prompt > 0 {
-                    format!("pp{n_prompt}")
-                } else {
-                    format!("tg{n_gen}")
-                },
+                n_depth: depth,
+                test: test_name(n_prompt, n_gen, depth),
                 avg_ns: avg_ns as u64,
                 stddev_ns: stddev_ns as u64,
                 avg_ts,
@@ -509,6 +532,20 @@ pub fn run(
         scratch = Some(r.scratch);
     }
     Ok(results)
+}
+
+/// llama-bench's name of a test: `pp512`, `tg128`, `tg128 @ d4096`.
+pub fn test_name(n_prompt: usize, n_gen: usize, depth: usize) -> String {
+    let base = if n_prompt > 0 {
+        format!("pp{n_prompt}")
+    } else {
+        format!("tg{n_gen}")
+    };
+    if depth > 0 {
+        format!("{base} @ d{depth}")
+    } else {
+        base
+    }
 }
 
 /// Times one single-token forward pass from an empty cache: with a
@@ -542,7 +579,7 @@ pub fn model_width(model_type: &str) -> usize {
 /// token), with a model column `model_width` wide (see [`model_width`]).
 pub fn table_header(model_width: usize) -> String {
     format!(
-        "| {:<mw$} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} | {:>9} |\n|{:-<dw$}|{:->12}|{:->10}|{:-<16}|{:->9}|{:->8}|{:->22}|{:->11}|",
+        "| {:<mw$} | {:>10} | {:>8} | {:<14} | {:>7} | {:>13} | {:>20} | {:>9} |\n|{:-<dw$}|{:->12}|{:->10}|{:-<16}|{:->9}|{:->15}|{:->22}|{:->11}|",
         "model",
         "size",
         "params",
@@ -567,7 +604,7 @@ pub fn table_header(model_width: usize) -> String {
 /// One markdown row (model column `model_width` wide).
 pub fn table_row(r: &BenchResult, model_width: usize) -> String {
     format!(
-        "| {:<mw$} | {:>10} | {:>8} | {:<14} | {:>7} | {:>6} | {:>20} | {:>9} |",
+        "| {:<mw$} | {:>10} | {:>8} | {:<14} | {:>7} | {:>13} | {:>20} | {:>9} |",
         r.model_type,
         human_bytes(r.model_size),
         human_params(r.model_n_params),
@@ -651,6 +688,56 @@ mod tests {
         }
     }
 
+    /// With `-d`, every test runs once per depth after that many tokens of
+    /// context, and is named as llama-bench names it.
+    #[test]
+    fn depth_fills_the_cache_before_each_test() {
+        let kernels = Kernels::from_env().unwrap();
+        let bm = load_location(&ModelLocation::Builtin, kernels).unwrap();
+        let opts = BenchOptions {
+            n_prompt: vec![6],
+            n_gen: vec![3],
+            n_depth: vec![0, 5],
+            threads: vec![1],
+            reps: 1,
+            ..BenchOptions::default()
+        };
+        assert_eq!(opts.max_ctx(), 11);
+        let results = run(&bm, &opts, &mut |_| {}).unwrap();
+        let names: Vec<(&str, usize)> = results
+            .iter()
+            .map(|r| (r.test.as_str(), r.n_depth))
+            .collect();
+        assert_eq!(
+            names,
+            [("pp6", 0), ("pp6 @ d5", 5), ("tg3", 0), ("tg3 @ d5", 5)]
+        );
+        let mut r = Runner {
+            model: &bm.model,
+            pool: ThreadPool::new(1),
+            cache: bm.model.new_cache(opts.max_ctx(), opts.kv_type),
+            scratch: Scratch::new(),
+            batch: Vec::new(),
+            rng: Rng::new(1),
+        };
+        for (depth, prompt, n_gen) in [(5, 0, 3), (5, 6, 0), (0, 6, 0)] {
+            r.fill(depth, 2).unwrap();
+            assert_eq!(r.cache.len(), depth);
+            if prompt > 0 {
+                r.prompt(prompt, 4).unwrap();
+            } else {
+                r.generate(n_gen).unwrap();
+            }
+            assert_eq!(r.cache.len(), depth + prompt + n_gen);
+        }
+        let no_depth = BenchOptions {
+            n_depth: vec![],
+            ..opts
+        };
+        let err = run(&bm, &no_depth, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("depth"), "{err}");
+    }
+
     /// The table stays aligned when a model description is longer than
     /// llama-bench's 40-character column (the 2B-4T shape with a Q6_K head
     /// is 42).
@@ -667,7 +754,8 @@ mod tests {
             type_kv: "f16".into(),
             n_prompt: 0,
             n_gen: 64,
-            test: "tg64".into(),
+            n_depth: 4096,
+            test: "tg64 @ d4096".into(),
             avg_ns: 1,
             stddev_ns: 0,
             avg_ts: 33.25,
