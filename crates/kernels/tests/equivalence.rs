@@ -309,6 +309,50 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// The grouped attention products against their references: scores and
+/// outputs bit for bit, for any head count, head size and row count.
+fn check_attention(isa: Isa, heads: usize, d: usize, n: usize, seed: u64) {
+    let Some(o) = ops::Ops::for_isa(isa) else {
+        return;
+    };
+    let mut rng = Rng(seed);
+    let spread = [0.01f32, 1.0, 30.0][(seed % 3) as usize];
+    let q: Vec<f32> = (0..heads * d).map(|_| rng.f32() * spread).collect();
+    let rows = |rng: &mut Rng| -> Vec<half::f16> {
+        (0..n * d)
+            .map(|_| half::f16::from_f32(rng.f32() * spread))
+            .collect()
+    };
+    let (keys, values) = (rows(&mut rng), rows(&mut rng));
+    let (mut s1, mut s2) = (vec![f32::NAN; heads * n], vec![f32::NAN; heads * n]);
+    o.attn_scores_f16(&q, &keys, d, 0.125, &mut s1);
+    ops::scalar::attn_scores_f16(&q, &keys, d, 0.125, &mut s2);
+    assert_eq!(
+        bits(&s1),
+        bits(&s2),
+        "attn_scores_f16 {heads}x{d}, {n} rows"
+    );
+    // Each score is the pairwise dot product.
+    assert_eq!(
+        s2[(heads - 1) * n + n - 1].to_bits(),
+        (o.dot_f16(&q[(heads - 1) * d..], &keys[(n - 1) * d..]) * 0.125).to_bits()
+    );
+    let p: Vec<f32> = (0..heads * n).map(|_| rng.f32().abs()).collect();
+    let (mut o1, mut o2) = (vec![f32::NAN; heads * d], vec![f32::NAN; heads * d]);
+    o.attn_values_f16(&p, &values, d, &mut o1);
+    ops::scalar::attn_values_f16(&p, &values, d, &mut o2);
+    assert_eq!(
+        bits(&o1),
+        bits(&o2),
+        "attn_values_f16 {heads}x{d}, {n} rows"
+    );
+    let mut y = vec![0f32; d];
+    for j in 0..n {
+        o.axpy_f16(p[j], &values[j * d..][..d], &mut y);
+    }
+    assert_eq!(bits(&y), bits(&o2[..d]), "attn_values_f16 against axpy_f16");
+}
+
 fn check_ops(isa: Isa, len: usize, seed: u64) {
     let Some(o) = ops::Ops::for_isa(isa) else {
         return;
@@ -583,6 +627,16 @@ macro_rules! isa_suite {
                 #[test]
                 fn ops_match_scalar(len in 1usize..700, seed: u64) {
                     check_ops($isa, len, seed);
+                }
+
+                #[test]
+                fn attention_matches_scalar(
+                    heads in 1usize..8,
+                    d in prop::sample::select(vec![8usize, 13, 16, 24, 32, 40, 64, 96, 128, 256]),
+                    n in 1usize..70,
+                    seed: u64,
+                ) {
+                    check_attention($isa, heads, d, n, seed);
                 }
             }
 

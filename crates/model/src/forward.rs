@@ -316,7 +316,9 @@ impl Model {
         };
 
         let scores = &scratch.scores;
-        let need = caches.iter().map(KvCache::capacity).max().unwrap_or(0);
+        // Up to a whole query group's scores per thread (see the attention).
+        let need = caches.iter().map(KvCache::capacity).max().unwrap_or(0)
+            * (hp.n_head / hp.n_head_kv.max(1)).max(1);
         for buf in scores {
             let mut buf = buf.lock().unwrap_or_else(|e| e.into_inner());
             if buf.len() < need {
@@ -390,13 +392,21 @@ impl Model {
                 let qkv = &*qkv;
                 let positions = &*positions;
                 let next = &scratch.next;
-                let out = SharedRows::new(&mut attn[..n * qd], hd);
-                pool.for_each_chunk(n * hp.n_head, 1, |thread, items| {
+                // An item is `heads` query heads of one kv head's group,
+                // which read its keys and values once: the whole group,
+                // halved while that leaves fewer than four items per thread.
+                let mut heads = group;
+                while heads.is_multiple_of(2) && n * hp.n_head / heads < 4 * pool.n_threads() {
+                    heads /= 2;
+                }
+                let per_token = hp.n_head / heads;
+                let out = SharedRows::new(&mut attn[..n * qd], heads * hd);
+                pool.for_each_chunk(n * per_token, 1, |thread, items| {
                     let mut buf = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
                     for item in items {
-                        let (t, h) = (item / hp.n_head, item % hp.n_head);
+                        let (t, h) = (item / per_token, item % per_token * heads);
                         let pos = positions[t];
-                        let q = &qkv[t * stride + h * hd..][..hd];
+                        let q = &qkv[t * stride + h * hd..][..heads * hd];
                         let seq = batch[t].seq;
                         let cache = &caches[seq];
                         // The sequence's length once this batch is in: the
@@ -406,10 +416,11 @@ impl Model {
                             .find(|(s, _)| *s == seq)
                             .map_or(pos + 1, |(_, last)| last + 1);
                         // SAFETY: item (t, h) is claimed by exactly one thread,
-                        // and row `item` of `attn` (t * n_head + h) belongs to it.
+                        // and row `item` of `attn` (heads t * n_head + h ..
+                        // + heads) belongs to it.
                         let o = unsafe { out.row(item) };
                         let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                        cache.attend(
+                        cache.attend_heads(
                             ops,
                             l,
                             h / group,

@@ -211,6 +211,49 @@ impl KvCache {
         }
     }
 
+    /// [`KvCache::attend`] for several query heads that share kv head
+    /// `head` (`q` and `out` hold `q.len() / head_dim` heads one after
+    /// another; `scores` needs `(pos + 1)` elements per head). The f16
+    /// cache reads each key and value row once for all of them
+    /// ([`Ops::attn_scores_f16`], [`Ops::attn_values_f16`]), with the
+    /// single-head path's arithmetic: the outputs are the same bits.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend_heads(
+        &self,
+        ops: &Ops,
+        layer: usize,
+        head: usize,
+        start: usize,
+        pos: usize,
+        seq_len: usize,
+        q: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let d = self.head_dim;
+        let Store::F16(k) = &self.k else {
+            for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+                self.attend(ops, layer, head, start, pos, seq_len, qh, scale, scores, oh);
+            }
+            return;
+        };
+        let Store::F16(v) = &self.v else {
+            unreachable!("the K and V stores share one type");
+        };
+        let start = start.min(pos);
+        let base = self.row_index(layer, head, start) * d;
+        let n = pos + 1 - start;
+        let heads = q.len() / d;
+        let scores = &mut scores[..heads * n];
+        let (keys, values) = (&k[base..base + n * d], &v[base..base + n * d]);
+        ops.attn_scores_f16(q, keys, d, scale, scores);
+        for row in scores.chunks_exact_mut(n) {
+            ops.softmax_fast(row);
+        }
+        ops.attn_values_f16(scores, values, d, out);
+    }
+
     /// Attention of one query head over positions `0..=pos` of kv head
     /// `head`: `out = softmax(q·Kᵀ · scale) · V` over the positions
     /// `start..=pos` (`start > 0` for a sliding-window layer). `scores`
@@ -323,6 +366,54 @@ mod tests {
             0.0
         );
         assert_eq!(&q[..4], &[0; 4]);
+    }
+
+    /// The grouped path gives every head the bits of the single-head one,
+    /// for a full and a sliding window, on each cache type.
+    #[test]
+    fn grouped_heads_match_one_head_at_a_time() {
+        let hp = crate::HParams::bitnet_b158_2b4t();
+        let d = hp.head_dim;
+        let ops = bitnet_kernels::Kernels::best().ops();
+        let kvd = hp.n_head_kv * d;
+        let val = |i: usize| ((i * 7919 % 2003) as f32 - 1000.0) / 300.0;
+        for ty in [KvType::F16, KvType::Q8, KvType::F32] {
+            let mut cache = KvCache::new(&hp, 24, ty);
+            for pos in 0..20 {
+                let k: Vec<f32> = (0..kvd).map(|i| val(i + 31 * pos)).collect();
+                let v: Vec<f32> = (0..kvd).map(|i| val(i * 3 + 17 * pos)).collect();
+                cache.store_token(ops, 2, pos, &k, &v);
+            }
+            let heads = 4;
+            let q: Vec<f32> = (0..heads * d).map(|i| val(i * 5) / 10.0).collect();
+            for (start, pos) in [(0, 19), (6, 19), (0, 0), (3, 11)] {
+                let mut scores = vec![0f32; heads * 24];
+                let mut grouped = vec![f32::NAN; heads * d];
+                cache.attend_heads(
+                    ops,
+                    2,
+                    3,
+                    start,
+                    pos,
+                    20,
+                    &q,
+                    0.3,
+                    &mut scores,
+                    &mut grouped,
+                );
+                for h in 0..heads {
+                    let mut one = vec![f32::NAN; d];
+                    let qh = &q[h * d..][..d];
+                    cache.attend(ops, 2, 3, start, pos, 20, qh, 0.3, &mut scores, &mut one);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&grouped[h * d..][..d]),
+                        bits(&one),
+                        "{ty:?} head {h} {start}..={pos}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

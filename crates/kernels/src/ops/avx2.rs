@@ -121,6 +121,168 @@ pub(crate) unsafe fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
     }
 }
 
+/// Heads whose scores one pass over the keys computes.
+const SCORE_HEADS: usize = 4;
+/// Columns of the outputs one pass over the values accumulates (one 64-byte
+/// line of f16 per row), and heads per pass: 4 × 2 accumulators.
+const VALUE_COLS: usize = 32;
+const VALUE_HEADS: usize = 2;
+
+/// [`super::scalar::attn_scores_f16`]: each key row is loaded and widened
+/// once for up to four heads, whose dot products (each in
+/// [`dot_f16`]'s order) run side by side.
+///
+/// # Safety
+/// The CPU must support AVX2/FMA/F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_scores_f16(
+    q: &[f32],
+    keys: &[f16],
+    d: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let (heads, n) = (q.len() / d, keys.len() / d);
+    assert!(
+        scores.len() >= heads * n,
+        "attention scores buffer too short"
+    );
+    if !d.is_multiple_of(8) {
+        for (h, qh) in q.chunks_exact(d).enumerate() {
+            for (j, k) in keys.chunks_exact(d).enumerate() {
+                // SAFETY: the CPU has AVX2 (caller).
+                scores[h * n + j] = unsafe { dot_f16(qh, k) } * scale;
+            }
+        }
+        return;
+    }
+    let mut h = 0;
+    while h < heads {
+        let g = SCORE_HEADS.min(heads - h);
+        let (qh, sh) = (&q[h * d..(h + g) * d], &mut scores[h * n..(h + g) * n]);
+        // SAFETY: the CPU has AVX2 (caller); `qh` holds `g` heads and `sh`
+        // `g` rows of `n` scores; d is a multiple of 8.
+        unsafe {
+            match g {
+                4 => scores_block::<4>(qh, keys, d, scale, sh),
+                3 => scores_block::<3>(qh, keys, d, scale, sh),
+                2 => scores_block::<2>(qh, keys, d, scale, sh),
+                _ => scores_block::<1>(qh, keys, d, scale, sh),
+            }
+        }
+        h += g;
+    }
+}
+
+/// `G` heads of [`attn_scores_f16`].
+///
+/// # Safety
+/// AVX2/FMA/F16C; `q` holds `G · d` values, `scores` `G · n`; `d` is a
+/// multiple of 8.
+#[allow(clippy::needless_range_loop)] // constant ranges: unrolled, in registers
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn scores_block<const G: usize>(
+    q: &[f32],
+    keys: &[f16],
+    d: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let n = keys.len() / d;
+    debug_assert!(q.len() == G * d && scores.len() == G * n && d.is_multiple_of(8));
+    for (j, k) in keys.chunks_exact(d).enumerate() {
+        let mut acc = [_mm256_setzero_ps(); G];
+        let mut i = 0;
+        while i < d {
+            // SAFETY: i + 8 <= d: inside the key row and every head of q.
+            unsafe {
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
+                for g in 0..G {
+                    let x = _mm256_loadu_ps(q.as_ptr().add(g * d + i));
+                    acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(x, kv));
+                }
+            }
+            i += 8;
+        }
+        for g in 0..G {
+            scores[g * n + j] = sum_lanes(acc[g]) * scale;
+        }
+    }
+}
+
+/// [`super::scalar::attn_values_f16`]: the outputs of two heads, 32
+/// columns at a time, stay in registers over all the value rows (each row's
+/// line widened once for both), in [`axpy_f16`]'s per-element order.
+///
+/// # Safety
+/// The CPU must support AVX2/FMA/F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_values_f16(p: &[f32], values: &[f16], d: usize, out: &mut [f32]) {
+    let (heads, n) = (out.len() / d, values.len() / d);
+    assert!(p.len() >= heads * n, "attention weights too short");
+    if !d.is_multiple_of(VALUE_COLS) {
+        for (h, oh) in out.chunks_exact_mut(d).enumerate() {
+            oh.fill(0.0);
+            for (j, v) in values.chunks_exact(d).enumerate() {
+                // SAFETY: the CPU has AVX2 (caller).
+                unsafe { axpy_f16(p[h * n + j], v, oh) };
+            }
+        }
+        return;
+    }
+    let mut h = 0;
+    while h < heads {
+        let g = VALUE_HEADS.min(heads - h);
+        let (ph, oh) = (&p[h * n..(h + g) * n], &mut out[h * d..(h + g) * d]);
+        // SAFETY: the CPU has AVX2 (caller); `ph` holds `g` rows of `n`
+        // weights, `oh` `g` heads; d is a multiple of 32.
+        unsafe {
+            match g {
+                2 => values_block::<2>(ph, values, d, oh),
+                _ => values_block::<1>(ph, values, d, oh),
+            }
+        }
+        h += g;
+    }
+}
+
+/// `G` heads of [`attn_values_f16`].
+///
+/// # Safety
+/// AVX2/FMA/F16C; `p` holds `G · n` weights, `out` `G · d` values; `d` is a
+/// multiple of 32.
+#[allow(clippy::needless_range_loop)] // constant ranges: unrolled, in registers
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn values_block<const G: usize>(p: &[f32], values: &[f16], d: usize, out: &mut [f32]) {
+    let n = values.len() / d;
+    debug_assert!(p.len() == G * n && out.len() == G * d && d.is_multiple_of(VALUE_COLS));
+    let mut c = 0;
+    while c < d {
+        let mut acc = [[_mm256_setzero_ps(); 4]; G];
+        for (j, v) in values.chunks_exact(d).enumerate() {
+            // SAFETY: c + 32 <= d: inside the value row.
+            let x: [__m256; 4] = std::array::from_fn(|u| unsafe {
+                _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(c + 8 * u).cast()))
+            });
+            for g in 0..G {
+                let a = _mm256_set1_ps(p[g * n + j]);
+                for u in 0..4 {
+                    acc[g][u] = _mm256_add_ps(acc[g][u], _mm256_mul_ps(a, x[u]));
+                }
+            }
+        }
+        for g in 0..G {
+            for u in 0..4 {
+                // SAFETY: column c + 8u + 8 <= d of head g of `out`.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(g * d + c + 8 * u), acc[g][u]) };
+            }
+        }
+        c += VALUE_COLS;
+    }
+}
+
 /// # Safety
 /// The CPU must support AVX2/FMA/F16C.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -34,6 +34,8 @@ pub struct Ops {
     dot_f16: unsafe fn(&[f32], &[f16]) -> f32,
     axpy: unsafe fn(f32, &[f32], &mut [f32]),
     axpy_f16: unsafe fn(f32, &[f16], &mut [f32]),
+    attn_scores_f16: unsafe fn(&[f32], &[f16], usize, f32, &mut [f32]),
+    attn_values_f16: unsafe fn(&[f32], &[f16], usize, &mut [f32]),
     f16_to_f32: unsafe fn(&[f16], &mut [f32]),
     f32_to_f16: unsafe fn(&[f32], &mut [f16]),
     quantize_i8: unsafe fn(&[f32], &mut [i8]) -> f32,
@@ -54,6 +56,8 @@ static SCALAR: Ops = Ops {
     dot_f16: scalar::dot_f16,
     axpy: scalar::axpy,
     axpy_f16: scalar::axpy_f16,
+    attn_scores_f16: scalar::attn_scores_f16,
+    attn_values_f16: scalar::attn_values_f16,
     f16_to_f32: scalar::f16_to_f32,
     f32_to_f16: scalar::f32_to_f16,
     quantize_i8: scalar::quantize_i8,
@@ -75,6 +79,8 @@ static AVX2: Ops = Ops {
     dot_f16: avx2::dot_f16,
     axpy: avx2::axpy,
     axpy_f16: avx2::axpy_f16,
+    attn_scores_f16: avx2::attn_scores_f16,
+    attn_values_f16: avx2::attn_values_f16,
     f16_to_f32: avx2::f16_to_f32,
     f32_to_f16: avx2::f32_to_f16,
     quantize_i8: avx2::quantize_i8,
@@ -133,6 +139,37 @@ impl Ops {
     pub fn axpy_f16(&self, a: f32, x: &[f16], y: &mut [f32]) {
         // SAFETY: see `dot`.
         unsafe { (self.axpy_f16)(a, x, y) }
+    }
+    /// Attention scores of several query heads (`q`, `q.len() / d` heads
+    /// one after another) against the f16 key rows `keys`:
+    /// `scores[h·n + j] = dot_f16(q_h, k_j) · scale` for `n = keys.len() /
+    /// d` rows, bit for bit as [`Ops::dot_f16`] per pair. The heads of a
+    /// grouped-query attention group share each key row's load.
+    ///
+    /// # Panics
+    /// If `d` is 0 or `scores` holds fewer than `heads · n` values.
+    pub fn attn_scores_f16(
+        &self,
+        q: &[f32],
+        keys: &[f16],
+        d: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        assert!(d > 0, "head dimension 0");
+        // SAFETY: see `dot`.
+        unsafe { (self.attn_scores_f16)(q, keys, d, scale, scores) }
+    }
+    /// Attention outputs of several heads: `out_h = Σ_j p[h·n + j] · v_j`
+    /// over the f16 value rows (`n = values.len() / d`), from zero, bit for
+    /// bit as one [`Ops::axpy_f16`] per row in order.
+    ///
+    /// # Panics
+    /// If `d` is 0 or `p` holds fewer than `heads · n` weights.
+    pub fn attn_values_f16(&self, p: &[f32], values: &[f16], d: usize, out: &mut [f32]) {
+        assert!(d > 0, "head dimension 0");
+        // SAFETY: see `dot`.
+        unsafe { (self.attn_values_f16)(p, values, d, out) }
     }
     /// f16 to f32 (exact).
     pub fn f16_to_f32(&self, src: &[f16], dst: &mut [f32]) {

@@ -109,6 +109,32 @@ pub fn axpy_f16(a: f32, x: &[half::f16], y: &mut [f32]) {
     }
 }
 
+/// Attention scores of the query heads `q` (`q.len() / d` of them, one
+/// after another) against the f16 key rows `keys` (`n = keys.len() / d`):
+/// `scores[h·n + j] = dot_f16(q_h, k_j) · scale`.
+pub fn attn_scores_f16(q: &[f32], keys: &[half::f16], d: usize, scale: f32, scores: &mut [f32]) {
+    let n = keys.len() / d;
+    for (h, qh) in q.chunks_exact(d).enumerate() {
+        for (j, k) in keys.chunks_exact(d).enumerate() {
+            scores[h * n + j] = dot_f16(qh, k) * scale;
+        }
+    }
+}
+
+/// Attention outputs of the heads of `out` (`out.len() / d` of them):
+/// `out_h = Σ_j p[h·n + j] · v_j` over the f16 value rows `values`
+/// (`n = values.len() / d`), from zero and in row order, as a sequence of
+/// [`axpy_f16`] calls.
+pub fn attn_values_f16(p: &[f32], values: &[half::f16], d: usize, out: &mut [f32]) {
+    let n = values.len() / d;
+    for (h, oh) in out.chunks_exact_mut(d).enumerate() {
+        oh.fill(0.0);
+        for (j, v) in values.chunks_exact(d).enumerate() {
+            axpy_f16(p[h * n + j], v, oh);
+        }
+    }
+}
+
 /// Squared ReLU of the gate times the up projection (BitNet b1.58 FFN).
 pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
