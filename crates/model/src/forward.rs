@@ -394,9 +394,12 @@ impl Model {
                 let next = &scratch.next;
                 // An item is `heads` query heads of one kv head's group,
                 // which read its keys and values once: the whole group,
-                // halved while that leaves fewer than four items per thread.
+                // halved only while that leaves a thread without an item
+                // (reading the rows once matters more than the balance: 2B-4T
+                // decoding at depth 2048 on two threads ran 15 % faster
+                // with five items of four heads than with ten of two).
                 let mut heads = group;
-                while heads.is_multiple_of(2) && n * hp.n_head / heads < 4 * pool.n_threads() {
+                while heads.is_multiple_of(2) && n * hp.n_head / heads < pool.n_threads() {
                     heads /= 2;
                 }
                 let per_token = hp.n_head / heads;
