@@ -64,15 +64,14 @@ impl GgufWriter {
         offsets.sort_unstable();
         offsets.dedup();
         let mut last_end: Option<(u64, u64)> = None; // (offset, end) of the tensor at the largest offset
-        for t in f.tensors() {
+        for (i, t) in f.tensors().iter().enumerate() {
             let data = match t.nbytes {
                 Some(_) => f.tensor_data(t)?.to_vec(),
                 None => {
-                    // Another tensor at the same offset means this one is empty.
-                    let shared = f
-                        .tensors()
-                        .iter()
-                        .any(|o| o.offset == t.offset && o.name != t.name);
+                    // A later tensor at the same offset means this one is
+                    // empty (tensors are laid out in order; the last of
+                    // those sharing an offset may still hold bytes).
+                    let shared = f.tensors()[i + 1..].iter().any(|o| o.offset == t.offset);
                     let next = offsets.get(offsets.partition_point(|&x| x <= t.offset));
                     let end = match next {
                         _ if shared => t.offset,
@@ -471,5 +470,26 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), "tensor name 'c' appears more than once");
         assert!(w.set_version(1).is_err());
+    }
+
+    /// Tensors of unknown size at one offset: only the last may hold bytes
+    /// (a case the round-trip property test found in CI).
+    #[test]
+    fn unknown_tensors_sharing_an_offset_round_trip() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("t0", vec![1, 1], GgmlType(200), vec![])
+            .unwrap();
+        w.add_tensor("t1", vec![3, 3], GgmlType(200), (1..=32).collect())
+            .unwrap();
+        w.add_tensor("t2", vec![3, 1], GgmlType(200), vec![])
+            .unwrap();
+        let bytes = w.to_bytes().unwrap();
+        let f = GgufFile::from_vec(bytes.clone()).unwrap();
+        let offsets: Vec<u64> = f.tensors().iter().map(|t| t.offset).collect();
+        assert_eq!(offsets, [0, 0, 32]);
+        assert_eq!(
+            GgufWriter::from_file(&f).unwrap().to_bytes().unwrap(),
+            bytes
+        );
     }
 }
