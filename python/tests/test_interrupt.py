@@ -4,6 +4,7 @@ leaves the model usable."""
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -11,6 +12,16 @@ import pytest
 
 import bitnet
 from conftest import MIT
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises() -> None:
+    """A process started in the background by a non-interactive shell
+    inherits SIGINT ignored, and Python then leaves it so: interrupt_main()
+    would do nothing. Install Python's own handler for these tests."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def wait_idle(model: bitnet.BitNetModel, seconds: float) -> bool:
