@@ -61,7 +61,7 @@ use std::ops::Range;
 use bitnet_threads::ThreadPool;
 
 use super::avx2::{self, Chunk};
-use super::{TernaryLayout, TernaryMatrix, with_panel};
+use super::{TernaryMatrix, with_panel};
 use crate::act::QuantizedActs;
 use crate::aligned::AlignedBytes;
 use crate::out::OutRows;
@@ -172,8 +172,9 @@ unsafe fn build_tables(x: &QuantizedActs, dst: TablesPtr, tokens: Range<usize>) 
     }
 }
 
-/// The kernel entry: the lookup-table GEMM when `x` carries tables and the
-/// token count is past the GEMV's, else the AVX2 level's kernels.
+/// The kernel entry: the lookup-table GEMM when `x` carries tables
+/// (`Kernels::ternary_matmul` builds them only past the GEMV's token
+/// count), else the AVX2 level's kernels.
 ///
 /// # Safety
 /// The contract of `avx2::matmul`.
@@ -184,15 +185,11 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
-    let gemv_max = match w.layout() {
-        TernaryLayout::Base3 => avx2::GEMV_MAX_TOKENS_BASE3,
-        TernaryLayout::TwoBit => avx2::GEMV_MAX_TOKENS,
-    };
     // SAFETY: forwarded contract.
     unsafe {
         match x.pair_tables() {
-            Some(tables) if x.n_tokens() > gemv_max => gemm(w, x, out, blocks, tables),
-            _ => avx2::matmul(w, x, out, blocks),
+            Some(tables) => gemm(w, x, out, blocks, tables),
+            None => avx2::matmul(w, x, out, blocks),
         }
     }
 }
