@@ -185,9 +185,8 @@ class BitNetModel:
             n_ctx: context size in tokens (0: the model's training context,
                 at most 4096).
             kv_type: KV cache precision, ``"f16"``, ``"f32"`` or ``"q8"``.
-            kernel: ``"scalar"``, ``"avx2"``, ``"avx2lut"``, ``"avxvnni"`` or
-                ``"avx512"`` to force a kernel level (None: ``BITNET_KERNEL``,
-                else the best this CPU has).
+            kernel: ``"scalar"``, ``"avx2"``, ``"avxvnni"`` or ``"avx512"`` to force a kernel
+                level (None: ``BITNET_KERNEL``, else the best this CPU has).
             device: ``"cpu"`` or ``"cuda[:N]"``. A GPU raises
                 :class:`bitnet.DeviceError` with one line naming what is
                 missing (the NVIDIA driver, the GPU, NVRTC); on a machine
@@ -258,8 +257,7 @@ class BitNetModel:
 
     @property
     def kernel(self) -> str:
-        """The kernel level in use: ``"scalar"``, ``"avx2"``, ``"avx2lut"``,
-        ``"avxvnni"`` or ``"avx512"``."""
+        """The kernel level in use: ``"scalar"``, ``"avx2"``, ``"avxvnni"`` or ``"avx512"``."""
         return self._native.kernel
 
     @property

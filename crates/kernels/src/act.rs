@@ -13,8 +13,6 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
-use std::sync::{Mutex, OnceLock};
-
 use crate::aligned::AlignedBytes;
 use crate::ternary::padded_cols;
 
@@ -33,12 +31,6 @@ pub struct QuantizedActs {
     q: AlignedBytes,
     scales: Vec<f32>,
     sums: Vec<i32>,
-    /// Per-token lookup tables derived from `q` by a level that wants them
-    /// (the `avx2lut` GEMM), built by the first product that reads these
-    /// activations and dropped when they change.
-    tables: OnceLock<AlignedBytes>,
-    /// The allocation of dropped tables, for the next build.
-    spare_tables: Mutex<Option<AlignedBytes>>,
 }
 
 impl Default for QuantizedActs {
@@ -57,49 +49,12 @@ impl QuantizedActs {
             q: AlignedBytes::zeroed(0),
             scales: Vec::new(),
             sums: Vec::new(),
-            tables: OnceLock::new(),
-            spare_tables: Mutex::new(None),
         }
-    }
-
-    /// Forgets derived tables (the activations are about to change),
-    /// keeping their allocation.
-    fn drop_tables(&mut self) {
-        if let Some(t) = self.tables.take() {
-            *self
-                .spare_tables
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner()) = Some(t);
-        }
-    }
-
-    /// The derived tables, if built since the activations last changed.
-    pub(crate) fn pair_tables(&self) -> Option<&AlignedBytes> {
-        self.tables.get()
-    }
-
-    /// The derived tables, built by `build` (given a spare allocation or an
-    /// empty buffer) unless they already are.
-    pub(crate) fn pair_tables_or_build(
-        &self,
-        build: impl FnOnce(&mut AlignedBytes),
-    ) -> &AlignedBytes {
-        self.tables.get_or_init(|| {
-            let spare = self
-                .spare_tables
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            let mut buf = spare.unwrap_or_else(|| AlignedBytes::zeroed(0));
-            build(&mut buf);
-            buf
-        })
     }
 
     /// Shapes the buffer for `n_tokens` rows of `cols` values, zeroing the
     /// padding; reuses the allocation when it is large enough.
     pub(crate) fn reshape(&mut self, n_tokens: usize, cols: usize) {
-        self.drop_tables();
         let stride = Self::stride_for(cols);
         let need = n_tokens * stride;
         if self.q.len() < need {
@@ -157,7 +112,6 @@ impl QuantizedActs {
 
     /// Mutable views for the quantiser: (rows, scales, sums).
     pub(crate) fn parts_mut(&mut self) -> (&mut [i8], &mut [f32], &mut [i32]) {
-        self.drop_tables();
         let n = self.n_tokens * self.stride;
         (
             &mut self.q.as_i8_mut()[..n],

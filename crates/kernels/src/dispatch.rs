@@ -84,7 +84,7 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         match isa {
             Isa::Scalar => {}
-            Isa::Avx2 | Isa::Avx2Lut | Isa::AvxVnni => {
+            Isa::Avx2 | Isa::AvxVnni => {
                 table.ternary = ternary::avx2::matmul;
                 table.layout = TernaryLayout::TwoBit;
                 table.gemv_max_tokens = [
@@ -99,11 +99,6 @@ impl Kernels {
                 if isa == Isa::AvxVnni {
                     table.ternary = ternary::avx_vnni::matmul;
                     table.gemv_max_tokens[1] = ternary::avx_vnni::GEMV_MAX_TOKENS;
-                }
-                // AVX2 with the lookup-table GEMM (tables built per
-                // activation in `ternary_matmul`).
-                if isa == Isa::Avx2Lut {
-                    table.ternary = ternary::avx2_lut::matmul;
                 }
             }
             Isa::Avx512 => {
@@ -128,9 +123,8 @@ impl Kernels {
         let slot = match isa {
             Isa::Scalar => &TABLES[0],
             Isa::Avx2 => &TABLES[1],
-            Isa::Avx2Lut => &TABLES[2],
-            Isa::AvxVnni => &TABLES[3],
-            Isa::Avx512 => &TABLES[4],
+            Isa::AvxVnni => &TABLES[2],
+            Isa::Avx512 => &TABLES[3],
         };
         slot.get_or_init(|| Kernels::build(isa)).as_ref()
     }
@@ -241,11 +235,6 @@ impl Kernels {
             2 * CLAIMS_PER_THREAD
         };
         let chunk = blocks.div_ceil(pool.n_threads() * claims).max(1);
-        #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx2Lut && x.n_tokens() > gemv_max {
-            // SAFETY: this table exists only if the CPU has AVX2.
-            x.pair_tables_or_build(|buf| unsafe { ternary::avx2_lut::build_all(pool, x, buf) });
-        }
         pool.for_each_chunk(blocks, chunk, |_, range| {
             // SAFETY: this table exists only if the CPU supports its level;
             // each run of row blocks is claimed by one thread, so threads

@@ -15,11 +15,6 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// The AVX2 level with a lookup-table GEMM for prompt processing
-    /// (`vpshufb` instead of `vpmaddubsw`), for CPUs with a single vector
-    /// multiply port (Zen 1, Zen 2). Never taken by [`Isa::best`]: it is
-    /// asked for with `BITNET_KERNEL=avx2lut`.
-    Avx2Lut,
     /// AVX2 with AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded), no
     /// AVX-512: Intel client cores since Alder Lake, Sapphire Rapids, Zen 5.
     AvxVnni,
@@ -30,20 +25,13 @@ pub enum Isa {
 
 impl Isa {
     /// All levels, from the most portable to the most specific.
-    pub const ALL: [Isa; 5] = [
-        Isa::Scalar,
-        Isa::Avx2,
-        Isa::Avx2Lut,
-        Isa::AvxVnni,
-        Isa::Avx512,
-    ];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512];
 
     /// The lower-case name used by the `BITNET_KERNEL` knob.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
-            Isa::Avx2Lut => "avx2lut",
             Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
         }
@@ -54,7 +42,6 @@ impl Isa {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" | "generic" | "portable" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
-            "avx2lut" | "avx2-lut" => Some(Isa::Avx2Lut),
             "avxvnni" | "avx-vnni" | "avx2vnni" => Some(Isa::AvxVnni),
             "avx512" | "avx512vnni" | "avx512-vnni" => Some(Isa::Avx512),
             _ => None,
@@ -65,7 +52,7 @@ impl Isa {
     pub fn is_available(self) -> bool {
         match self {
             Isa::Scalar => true,
-            Isa::Avx2 | Isa::Avx2Lut => Avx2::detect().is_some(),
+            Isa::Avx2 => Avx2::detect().is_some(),
             Isa::AvxVnni => AvxVnni::detect().is_some(),
             Isa::Avx512 => Avx512::detect().is_some(),
         }
@@ -76,7 +63,7 @@ impl Isa {
         Isa::ALL
             .into_iter()
             .rev()
-            .find(|&isa| isa != Isa::Avx2Lut && isa.is_available())
+            .find(|isa| isa.is_available())
             .unwrap_or(Isa::Scalar)
     }
 

@@ -672,7 +672,6 @@ macro_rules! isa_suite {
 
 isa_suite!(scalar_level, Isa::Scalar);
 isa_suite!(avx2_level, Isa::Avx2);
-isa_suite!(avx2_lut_level, Isa::Avx2Lut);
 isa_suite!(avx_vnni_level, Isa::AvxVnni);
 isa_suite!(avx512_level, Isa::Avx512);
 

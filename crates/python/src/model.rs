@@ -245,7 +245,7 @@ impl Model {
         self.engine.pool().n_threads()
     }
 
-    /// The kernel level running the model (`scalar`, `avx2`, `avx2lut`, `avxvnni`, `avx512`).
+    /// The kernel level running the model (`scalar`, `avx2`, `avxvnni`, `avx512`).
     #[getter]
     fn kernel(&self) -> &'static str {
         self.engine.model().kernels().isa().name()

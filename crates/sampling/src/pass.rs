@@ -5,7 +5,7 @@
 //! on x86-64, inside functions that enable AVX2 or AVX-512. The arithmetic
 //! is basic IEEE operations that the compiler never fuses or reorders, so
 //! every width gives the same bits (the tests check it); only the speed
-//! differs. `BITNET_KERNEL=scalar|avx2|avx2lut|avxvnni|avx512` forces a width, as for the
+//! differs. `BITNET_KERNEL=scalar|avx2|avxvnni|avx512` forces a width, as for the
 //! model's kernels.
 
 use std::sync::OnceLock;
@@ -36,7 +36,7 @@ impl Width {
             match wanted.trim().to_ascii_lowercase().as_str() {
                 "scalar" | "generic" | "portable" => Width::Portable,
                 #[cfg(target_arch = "x86_64")]
-                "avx2" | "avx2lut" | "avx2-lut" | "avxvnni" | "avx-vnni" | "avx2vnni"
+                "avx2" | "avxvnni" | "avx-vnni" | "avx2vnni"
                     if Width::available().contains(&Width::Avx2) =>
                 {
                     Width::Avx2

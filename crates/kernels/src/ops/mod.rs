@@ -105,7 +105,7 @@ impl Ops {
         match isa {
             Isa::Scalar => Some(&SCALAR),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx2Lut | Isa::AvxVnni | Isa::Avx512 => Some(&AVX2),
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 => Some(&AVX2),
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
         }

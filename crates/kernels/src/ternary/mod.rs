@@ -160,11 +160,15 @@
 //! instruction; an exact lookup-table GEMM needs 16-bit table entries and,
 //! counted, no fewer instructions per multiply-accumulate. It might still
 //! win where `vpmaddubsw` has a single port (Zen 2), the lookups going to
-//! the shuffle ports: that is the opt-in `avx2lut` level, `avx2_lut.rs`.
-//! On Zen 5 it is 0.8× the multiply kernel: 2560×2560 × 128 tokens, one
-//! core, 5.0 ms against 4.0; 13824×2560, 26.9 against 22.3 ms; a larger
-//! group of row blocks per table pass changed nothing, so it is the
-//! micro-kernel, not the tables' traffic. Not yet measured on a Zen 2.)
+//! the shuffle ports. It was built and measured (per-token `vpshufb` tables
+//! of column-pair sums, bit-identical) and removed: on a Zen 2 (family 23,
+//! 2 cores, 3.0 GHz) 2B-4T prefill (`bitnet bench`, 1 and 2 threads) ran
+//! 0.81–0.89× the multiply kernel at pp128 and 0.61× at pp512, on a Zen 5
+//! 0.77–0.80×.
+//! A throughput loop on that Zen 2 issues one `vpmaddubsw` per cycle, three
+//! byte adds or compares, two `vpshufb` and one `vpsrlw`: the lookups, their
+//! 16-bit widening and the index shifts take more of those ports than the
+//! multiplies they save.)
 //!
 //! The whole prompt step of 2B-4T's ternary layers (30 × QKV, O, gate/up,
 //! down for 128 tokens: 267 G MAC, activation quantisation included,
@@ -174,8 +178,6 @@
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2_lut;
 #[cfg(target_arch = "x86_64")]
 mod avx2_two_bit;
 #[cfg(target_arch = "x86_64")]
