@@ -12,6 +12,8 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use crate::ternary::prefetch;
+
 /// Eight lanes summed in lane order, as `[f32; 8]::iter().sum()`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -20,6 +22,46 @@ fn sum_lanes(v: __m256) -> f32 {
     // SAFETY: `l` holds 8 values.
     unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
     l.iter().sum()
+}
+
+/// [`sum_lanes`] of eight vectors at once: lane `i` of the result is the
+/// sum of `v[i]`'s lanes in lane order, from the same starting value as
+/// `iter().sum()`. The 8 × 8 transpose (24 shuffles) lets eight vector
+/// additions do what would be 64 dependent scalar ones.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn sum_lanes8(v: [__m256; 8]) -> __m256 {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * (i / 2)], v[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // u[i]: lane i % 4 (low half) and lane i % 4 + 4 (high half) of v[0..4]
+    // (i < 4) or of v[4..8] (i ≥ 4).
+    let u: [__m256; 8] = std::array::from_fn(|i| {
+        let base = 4 * (i / 4);
+        let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
+        if i % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    // Rust's float sum folds from its own identity (−0.0 or 0.0 depending on
+    // the version): start from the same value.
+    let mut s = _mm256_set1_ps([0f32; 0].iter().sum::<f32>());
+    for lane in 0..8 {
+        let r = if lane < 4 {
+            _mm256_permute2f128_ps::<0x20>(u[lane], u[4 + lane])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(u[lane - 4], u[lane])
+        };
+        s = _mm256_add_ps(s, r);
+    }
+    s
 }
 
 /// # Safety
@@ -123,14 +165,24 @@ pub(crate) unsafe fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
 
 /// Heads whose scores one pass over the keys computes.
 const SCORE_HEADS: usize = 4;
-/// Columns of the outputs one pass over the values accumulates (one 64-byte
-/// line of f16 per row), and heads per pass: 4 × 2 accumulators.
-const VALUE_COLS: usize = 32;
-const VALUE_HEADS: usize = 2;
+/// Columns of the outputs one pass over a run of value rows accumulates,
+/// and heads per pass: 4 × 2 accumulators.
+const VALUE_COLS: usize = 16;
+const VALUE_HEADS: usize = 4;
+/// How far ahead of the key rows being scored they are prefetched.
+const SCORE_PREFETCH: usize = 4096;
+/// Value rows per run: the passes over the columns re-read the run from L1
+/// (16 rows of 128 f16 are 4 KB). Short runs, each asking for the run after
+/// next, read the cache fastest: 2B-4T at depth 2048 on a Zen 2, one core,
+/// 9.0 ms per token for 16 rows, 9.9 for 8, 10.3–10.8 for 32, 12.0 for 64,
+/// 13.4 for 128 (`examples/attn_probe.rs`).
+const VALUE_ROWS: usize = 16;
 
 /// [`super::scalar::attn_scores_f16`]: each key row is loaded and widened
-/// once for up to four heads, whose dot products (each in
-/// [`dot_f16`]'s order) run side by side.
+/// once for up to four heads, and two keys go side by side, so eight dot
+/// products (each in [`dot_f16`]'s order) overlap: one alone is a chain of
+/// dependent additions (the whole kernel ran at a third of the speed on a
+/// Zen 2, `examples/attn_probe.rs`).
 ///
 /// # Safety
 /// The CPU must support AVX2/FMA/F16C.
@@ -191,13 +243,54 @@ unsafe fn scores_block<const G: usize>(
 ) {
     let n = keys.len() / d;
     debug_assert!(q.len() == G * d && scores.len() == G * n && d.is_multiple_of(8));
-    for (j, k) in keys.chunks_exact(d).enumerate() {
+    let mut j = 0;
+    while j + 2 <= n {
+        let (k0, k1) = (keys[j * d..].as_ptr(), keys[(j + 1) * d..].as_ptr());
+        // The key rows stream from memory at long contexts: ask for those
+        // SCORE_PREFETCH bytes ahead, a line per 32 f16.
+        for line in (0..2 * d).step_by(32) {
+            prefetch(k0.wrapping_add(line + SCORE_PREFETCH / 2).cast());
+        }
+        let mut acc = [[_mm256_setzero_ps(); G]; 2];
+        let mut i = 0;
+        while i < d {
+            // SAFETY: i + 8 <= d: inside both key rows and every head of q.
+            unsafe {
+                let kv0 = _mm256_cvtph_ps(_mm_loadu_si128(k0.add(i).cast()));
+                let kv1 = _mm256_cvtph_ps(_mm_loadu_si128(k1.add(i).cast()));
+                for g in 0..G {
+                    let x = _mm256_loadu_ps(q.as_ptr().add(g * d + i));
+                    acc[0][g] = _mm256_add_ps(acc[0][g], _mm256_mul_ps(x, kv0));
+                    acc[1][g] = _mm256_add_ps(acc[1][g], _mm256_mul_ps(x, kv1));
+                }
+            }
+            i += 8;
+        }
+        // Lane 2g + k: the dot product of head g with key j + k.
+        let sums = sum_lanes8(std::array::from_fn(|i| {
+            if i / 2 < G {
+                acc[i % 2][i / 2]
+            } else {
+                _mm256_setzero_ps()
+            }
+        }));
+        let mut l = [0f32; 8];
+        // SAFETY: `l` holds 8 values.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), _mm256_mul_ps(sums, _mm256_set1_ps(scale))) };
+        for g in 0..G {
+            scores[g * n + j] = l[2 * g];
+            scores[g * n + j + 1] = l[2 * g + 1];
+        }
+        j += 2;
+    }
+    if j < n {
+        let k = keys[j * d..].as_ptr();
         let mut acc = [_mm256_setzero_ps(); G];
         let mut i = 0;
         while i < d {
-            // SAFETY: i + 8 <= d: inside the key row and every head of q.
+            // SAFETY: as above, for the last key row.
             unsafe {
-                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast()));
                 for g in 0..G {
                     let x = _mm256_loadu_ps(q.as_ptr().add(g * d + i));
                     acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(x, kv));
@@ -211,9 +304,13 @@ unsafe fn scores_block<const G: usize>(
     }
 }
 
-/// [`super::scalar::attn_values_f16`]: the outputs of two heads, 32
-/// columns at a time, stay in registers over all the value rows (each row's
-/// line widened once for both), in [`axpy_f16`]'s per-element order.
+/// [`super::scalar::attn_values_f16`]: the outputs of up to four heads, 16
+/// columns at a time, stay in registers over a run of [`VALUE_ROWS`] value
+/// rows (each row's columns widened once for all heads), then are parked in
+/// `out` while the next columns are done; the next run picks them up. Every
+/// output element is still `((0 + p₀v₀) + p₁v₁) + …` in row order, as
+/// [`axpy_f16`]'s. (One pass over all the rows per column block read each
+/// 256-byte row in 64-byte pieces eight times over from L2 or memory.)
 ///
 /// # Safety
 /// The CPU must support AVX2/FMA/F16C.
@@ -236,9 +333,11 @@ pub(crate) unsafe fn attn_values_f16(p: &[f32], values: &[f16], d: usize, out: &
         let g = VALUE_HEADS.min(heads - h);
         let (ph, oh) = (&p[h * n..(h + g) * n], &mut out[h * d..(h + g) * d]);
         // SAFETY: the CPU has AVX2 (caller); `ph` holds `g` rows of `n`
-        // weights, `oh` `g` heads; d is a multiple of 32.
+        // weights, `oh` `g` heads; d is a multiple of 16.
         unsafe {
             match g {
+                4 => values_block::<4>(ph, values, d, oh),
+                3 => values_block::<3>(ph, values, d, oh),
                 2 => values_block::<2>(ph, values, d, oh),
                 _ => values_block::<1>(ph, values, d, oh),
             }
@@ -251,35 +350,62 @@ pub(crate) unsafe fn attn_values_f16(p: &[f32], values: &[f16], d: usize, out: &
 ///
 /// # Safety
 /// AVX2/FMA/F16C; `p` holds `G · n` weights, `out` `G · d` values; `d` is a
-/// multiple of 32.
+/// multiple of 16.
 #[allow(clippy::needless_range_loop)] // constant ranges: unrolled, in registers
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn values_block<const G: usize>(p: &[f32], values: &[f16], d: usize, out: &mut [f32]) {
     let n = values.len() / d;
     debug_assert!(p.len() == G * n && out.len() == G * d && d.is_multiple_of(VALUE_COLS));
-    let mut c = 0;
-    while c < d {
-        let mut acc = [[_mm256_setzero_ps(); 4]; G];
-        for (j, v) in values.chunks_exact(d).enumerate() {
-            // SAFETY: c + 32 <= d: inside the value row.
-            let x: [__m256; 4] = std::array::from_fn(|u| unsafe {
-                _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(c + 8 * u).cast()))
+    out.fill(0.0);
+    let base = out.as_mut_ptr();
+    let mut j0 = 0;
+    while j0 < n {
+        let rows = j0..n.min(j0 + VALUE_ROWS);
+        let mut c = 0;
+        while c < d {
+            // Columns c.. of head g of `out` (c + 16 <= d: the loads and
+            // stores through it stay inside `out`).
+            let o = |g: usize| base.wrapping_add(g * d + c);
+            // SAFETY: as just said.
+            let mut acc: [[__m256; 2]; G] = std::array::from_fn(|g| unsafe {
+                [_mm256_loadu_ps(o(g)), _mm256_loadu_ps(o(g).add(8))]
             });
-            for g in 0..G {
-                let a = _mm256_set1_ps(p[g * n + j]);
-                for u in 0..4 {
-                    acc[g][u] = _mm256_add_ps(acc[g][u], _mm256_mul_ps(a, x[u]));
+            for j in rows.clone() {
+                // The first passes over a run ask for the run after next, a
+                // line of each row per pass (the rows stream from memory at
+                // long contexts, and a pass touches a quarter of each row).
+                if c < 4 * VALUE_COLS {
+                    prefetch(
+                        values
+                            .as_ptr()
+                            .wrapping_add((j + 2 * VALUE_ROWS) * d + 2 * c)
+                            .cast(),
+                    );
+                }
+                // SAFETY: row j < n, columns c..c + 16 <= d.
+                let x: [__m256; 2] = std::array::from_fn(|u| unsafe {
+                    _mm256_cvtph_ps(_mm_loadu_si128(
+                        values.as_ptr().add(j * d + c + 8 * u).cast(),
+                    ))
+                });
+                for g in 0..G {
+                    // SAFETY: g · n + j < G · n = p.len().
+                    let a = _mm256_set1_ps(unsafe { *p.get_unchecked(g * n + j) });
+                    for u in 0..2 {
+                        acc[g][u] = _mm256_add_ps(acc[g][u], _mm256_mul_ps(a, x[u]));
+                    }
                 }
             }
-        }
-        for g in 0..G {
-            for u in 0..4 {
-                // SAFETY: column c + 8u + 8 <= d of head g of `out`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(g * d + c + 8 * u), acc[g][u]) };
+            for g in 0..G {
+                for u in 0..2 {
+                    // SAFETY: as for the loads above.
+                    unsafe { _mm256_storeu_ps(o(g).add(8 * u), acc[g][u]) };
+                }
             }
+            c += VALUE_COLS;
         }
-        c += VALUE_COLS;
+        j0 = rows.end;
     }
 }
 
