@@ -135,7 +135,15 @@
 //! On this machine both are near the memory ceiling; on an AVX2-only Zen 2
 //! (14 GB/s per core, issue 13) the base-3 AVX2 GEMV was compute-bound at
 //! 6.2 GB/s, and the 2-bit one, with 2.4× fewer instructions per weight,
-//! has the margin to reach memory speed there.
+//! has the margin to reach memory speed there. Measured since on such a
+//! Zen 2 (2 cores, 3.0 GHz, streaming read 13–16 GB/s on one core, 22–30 on
+//! two; L3-resident `cargo bench ... ternary_gemv`): base-3 5.6–5.8 GB/s on
+//! one core, 2-bit 17.9–18.7 on one and 35.0–36.0 on two; the 30 layers
+//! from DRAM (`decode_probe`) 13.9 GB/s on one core and 23.7 on two. For
+//! the base-3 layout to win there on two threads, its GEMV would need 8.7 GB/s
+//! per core of compute, which its digit decoding (about six byte additions
+//! or compares per digit on three ports shared with `vpmaddubsw`) cannot
+//! reach.
 //!
 //! GEMV/GEMM switch. AVX-512, 2560×2560, two threads, µs per product: 21,
 //! 31, 39, 49, 59, 80 for 1, 2, 3, 4, 6, 8 tokens (GEMV), 131, 185, 288 for
