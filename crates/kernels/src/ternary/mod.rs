@@ -141,9 +141,11 @@
 //! one core, 2-bit 17.9–18.7 on one and 35.0–36.0 on two; the 30 layers
 //! from DRAM (`decode_probe`) 13.9 GB/s on one core and 23.7 on two. For
 //! the base-3 layout to win there on two threads, its GEMV would need 8.7 GB/s
-//! per core of compute, which its digit decoding (about six byte additions
-//! or compares per digit on three ports shared with `vpmaddubsw`) cannot
-//! reach.
+//! per core of compute. Its digit decoding (about six byte additions or
+//! compares per digit, on the three ports that also issue `vpmaddubsw`)
+//! gives 5.7; a leaner decode (five per digit, the code signs folded into
+//! a per-row constant) counts out near 10 cycles per 32 bytes, 9–10 GB/s:
+//! a few per cent over break-even on two threads, still behind on one.
 //!
 //! GEMV/GEMM switch. AVX-512, 2560×2560, two threads, µs per product: 21,
 //! 31, 39, 49, 59, 80 for 1, 2, 3, 4, 6, 8 tokens (GEMV), 131, 185, 288 for
