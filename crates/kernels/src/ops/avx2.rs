@@ -180,9 +180,11 @@ const VALUE_ROWS: usize = 16;
 
 /// [`super::scalar::attn_scores_f16`]: each key row is loaded and widened
 /// once for up to four heads, and two keys go side by side, so eight dot
-/// products (each in [`dot_f16`]'s order) overlap: one alone is a chain of
-/// dependent additions (the whole kernel ran at a third of the speed on a
-/// Zen 2, `examples/attn_probe.rs`).
+/// products (each in [`dot_f16`]'s order) overlap and share one transposed
+/// lane sum ([`sum_lanes8`]). At long contexts the key rows come from
+/// memory: prefetching them took 2B-4T's scores at depth 2048 on a Zen 2,
+/// one core, from 10.2–11.5 to 7.6 ms per token; the pairing alone gained
+/// less than that spread (11.9 before it, `examples/attn_probe.rs`).
 ///
 /// # Safety
 /// The CPU must support AVX2/FMA/F16C.
@@ -244,8 +246,11 @@ unsafe fn scores_block<const G: usize>(
     let n = keys.len() / d;
     debug_assert!(q.len() == G * d && scores.len() == G * n && d.is_multiple_of(8));
     let mut j = 0;
-    while j + 2 <= n {
-        let (k0, k1) = (keys[j * d..].as_ptr(), keys[(j + 1) * d..].as_ptr());
+    while j < n {
+        // Keys j and j + 1; an odd last key goes with itself, its second
+        // results unused.
+        let pair = (j + 1 < n) as usize;
+        let (k0, k1) = (keys[j * d..].as_ptr(), keys[(j + pair) * d..].as_ptr());
         // The key rows stream from memory at long contexts: ask for those
         // SCORE_PREFETCH bytes ahead, a line per 32 f16.
         for line in (0..2 * d).step_by(32) {
@@ -279,28 +284,11 @@ unsafe fn scores_block<const G: usize>(
         unsafe { _mm256_storeu_ps(l.as_mut_ptr(), _mm256_mul_ps(sums, _mm256_set1_ps(scale))) };
         for g in 0..G {
             scores[g * n + j] = l[2 * g];
-            scores[g * n + j + 1] = l[2 * g + 1];
+            if pair == 1 {
+                scores[g * n + j + 1] = l[2 * g + 1];
+            }
         }
         j += 2;
-    }
-    if j < n {
-        let k = keys[j * d..].as_ptr();
-        let mut acc = [_mm256_setzero_ps(); G];
-        let mut i = 0;
-        while i < d {
-            // SAFETY: as above, for the last key row.
-            unsafe {
-                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast()));
-                for g in 0..G {
-                    let x = _mm256_loadu_ps(q.as_ptr().add(g * d + i));
-                    acc[g] = _mm256_add_ps(acc[g], _mm256_mul_ps(x, kv));
-                }
-            }
-            i += 8;
-        }
-        for g in 0..G {
-            scores[g * n + j] = sum_lanes(acc[g]) * scale;
-        }
     }
 }
 
@@ -372,14 +360,16 @@ unsafe fn values_block<const G: usize>(p: &[f32], values: &[f16], d: usize, out:
                 [_mm256_loadu_ps(o(g)), _mm256_loadu_ps(o(g).add(8))]
             });
             for j in rows.clone() {
-                // The first passes over a run ask for the run after next, a
-                // line of each row per pass (the rows stream from memory at
-                // long contexts, and a pass touches a quarter of each row).
-                if c < 4 * VALUE_COLS {
+                // The first passes over a run ask for the run after next,
+                // line `pass` of each row (32 f16 per line) until the whole
+                // rows are asked for: the rows stream from memory at long
+                // contexts.
+                let line = c / VALUE_COLS * 32;
+                if line < d {
                     prefetch(
                         values
                             .as_ptr()
-                            .wrapping_add((j + 2 * VALUE_ROWS) * d + 2 * c)
+                            .wrapping_add((j + 2 * VALUE_ROWS) * d + line)
                             .cast(),
                     );
                 }
