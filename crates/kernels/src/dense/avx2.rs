@@ -1,6 +1,7 @@
 //! AVX2 dense products with f32 activations (the LM head): the AVX-512
 //! kernels' structure on 8-lane vectors (F16C `vcvtph2ps`, FMA), with
-//! groups of four rows × up to two tokens to fit 16 registers.
+//! groups of four rows × up to two tokens to fit 16 registers, and eight
+//! rows (eight memory streams) for a single token of a plain type.
 
 // Register-blocked loops index their accumulator arrays with constant
 // ranges on purpose: after full unrolling every index is a constant and the
@@ -18,6 +19,17 @@ use crate::out::OutRows;
 const TOKENS: usize = 2;
 /// Rows per group.
 const ROWS: usize = 4;
+/// Rows per group for one token of a plain type (F32, F16, BF16): each row
+/// is its own memory stream, one FMA chain each. On a Zen 2 (2 cores,
+/// `examples/head_probe.rs f16`, 2B-4T head from DRAM) eight rows at a time
+/// read 16.8–18.0 GB/s on one core and 28–35 on two, where row after row (one
+/// stream, four FMA chains, software prefetch) read 13.9–14.1 and 24.5–27.2,
+/// below the single-stream `membw` (16–17 and 27–32). A core's L2
+/// prefetchers keep more lines in flight for several streams than for one:
+/// a plain sum over two to eight regions at once reads 20–23 GB/s on that
+/// core. (The 2-bit ternary GEMV and the Q6_K head, whose compute per byte
+/// is higher, got slower with interleaved streams there.)
+const STREAM_ROWS: usize = 8;
 
 /// # Safety
 /// The CPU must support AVX2/FMA/F16C; `x` is `n_tokens × cols`, `out` is
@@ -65,26 +77,27 @@ unsafe fn by_type<const T: usize>(
         let full = rows.end - r >= ROWS;
         // SAFETY: forwarded contract.
         unsafe {
-            // One token of a plain type: row after row is one sequential
-            // stream (much faster from DRAM than interleaved rows).
-            if T == 1 {
-                match w.ty() {
+            // One token of a plain type: eight rows at a time, eight
+            // streams (see `STREAM_ROWS`).
+            if T == 1 && rows.end - r >= STREAM_ROWS {
+                let streamed = match w.ty() {
                     DenseType::F32 => {
-                        plain_row::<F32>(w, x, out, r, t0);
-                        r += 1;
-                        continue;
+                        plain::<F32, STREAM_ROWS, 1>(w, x, out, r, t0);
+                        true
                     }
                     DenseType::F16 => {
-                        plain_row::<F16>(w, x, out, r, t0);
-                        r += 1;
-                        continue;
+                        plain::<F16, STREAM_ROWS, 1>(w, x, out, r, t0);
+                        true
                     }
                     DenseType::BF16 => {
-                        plain_row::<Bf16>(w, x, out, r, t0);
-                        r += 1;
-                        continue;
+                        plain::<Bf16, STREAM_ROWS, 1>(w, x, out, r, t0);
+                        true
                     }
-                    _ => {}
+                    _ => false,
+                };
+                if streamed {
+                    r += STREAM_ROWS;
+                    continue;
                 }
             }
             match (w.ty(), full) {
@@ -106,8 +119,6 @@ unsafe fn by_type<const T: usize>(
 
 /// A plain (unblocked) storage type: 8 values at a time as f32.
 trait Plain {
-    /// Bytes per stored value.
-    const BYTES: usize;
     /// # Safety
     /// Values `k..k+8` of the row at `row` must be readable.
     unsafe fn load(row: *const u8, k: usize) -> __m256;
@@ -134,7 +145,6 @@ struct F16;
 struct Bf16;
 
 impl Plain for F32 {
-    const BYTES: usize = 4;
     #[inline(always)]
     unsafe fn load(row: *const u8, k: usize) -> __m256 {
         // SAFETY: the caller's contract.
@@ -148,7 +158,6 @@ impl Plain for F32 {
 }
 
 impl Plain for F16 {
-    const BYTES: usize = 2;
     #[inline(always)]
     unsafe fn load(row: *const u8, k: usize) -> __m256 {
         // SAFETY: the caller's contract.
@@ -162,7 +171,6 @@ impl Plain for F16 {
 }
 
 impl Plain for Bf16 {
-    const BYTES: usize = 2;
     #[inline(always)]
     unsafe fn load(row: *const u8, k: usize) -> __m256 {
         // SAFETY: the caller's contract.
@@ -241,53 +249,6 @@ pub(crate) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-/// One row, one token, four partial sums (short FMA chains).
-///
-/// # Safety
-/// The contract of [`matmul`]; row `r` and token `t` exist and are this
-/// thread's.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn plain_row<P: Plain>(
-    w: &DenseMatrix<'_>,
-    x: &[f32],
-    out: &OutRows<'_>,
-    r: usize,
-    t: usize,
-) {
-    let cols = w.cols();
-    let row = w.row(r).as_ptr();
-    let xs = &x[t * cols..(t + 1) * cols];
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut k = 0;
-    while k + 32 <= cols {
-        // The next rows follow this one: ask for the stream ahead, one
-        // prefetch per cache line.
-        for line in 0..(32 * P::BYTES).div_ceil(64) {
-            crate::ternary::prefetch(
-                row.wrapping_add(P::BYTES * k + 64 * line + super::HEAD_PREFETCH),
-            );
-        }
-        for j in 0..4 {
-            // SAFETY: values k..k+32 exist in the row and the token.
-            unsafe {
-                let wv = P::load(row, k + 8 * j);
-                acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs.as_ptr().add(k + 8 * j)), acc[j]);
-            }
-        }
-        k += 32;
-    }
-    let mut s = hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ));
-    while k < cols {
-        // SAFETY: value k exists in the row.
-        s += unsafe { P::one(row, k) } * xs[k];
-        k += 1;
-    }
-    out.write(t, r, s);
 }
 
 /// # Safety

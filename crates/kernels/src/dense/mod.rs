@@ -61,8 +61,8 @@ use half::{bf16, f16};
 /// in L2 while every block of tokens passes over it.
 pub(crate) const HEAD_ROW_CHUNK: usize = 32;
 
-/// How far ahead of the bytes it multiplies a streaming head product asks
-/// for its rows (rows follow one another in memory; see
+/// How far ahead of the bytes it multiplies the AVX-512 single-row head
+/// product asks for its rows (rows follow one another in memory; see
 /// [`crate::ternary::prefetch`], which brings lines into L2).
 pub(crate) const HEAD_PREFETCH: usize = 8192;
 
