@@ -139,7 +139,11 @@
 //! Zen 2 (2 cores, 3.0 GHz, streaming read 13–16 GB/s on one core, 22–30 on
 //! two; L3-resident `cargo bench ... ternary_gemv`): base-3 5.6–5.8 GB/s on
 //! one core, 2-bit 17.9–18.7 on one and 35.0–36.0 on two; the 30 layers
-//! from DRAM (`decode_probe`) 13.9 GB/s on one core and 23.7 on two. For
+//! from DRAM (`decode_probe`) 13.9 GB/s on one core and 23.7 on two, and
+//! since each thread reads its rows as two streams (`avx2_two_bit::gemv`)
+//! 16.3–17.1 and 29.5–31.1 (15.5–16.2 and 25.4–29.9 for one stream in the
+//! same session; a plain read there gets 15–16 GB/s per core from one
+//! stream, 20–25 from four: `examples/stream_read.rs`). For
 //! the base-3 layout to win there on two threads, its GEMV would need 8.7 GB/s
 //! per core of compute. Its digit decoding (about six byte additions or
 //! compares per digit, on the three ports that also issue `vpmaddubsw`)
