@@ -110,8 +110,6 @@ unsafe fn row_blocks<const T: usize, const S: usize>(
     for t in 0..T {
         acts[t] = x.row(t).as_ptr();
     }
-    let low = _mm256_set1_epi8(0x03);
-    let high = _mm256_set1_epi8(0x0C);
     let ones = _mm256_set1_epi16(1);
     let bases: [*const u8; S] = std::array::from_fn(|s| w.row_block(rbs[s]).as_ptr());
     // [stream][half][token]; constant-index loops only, so that they live
@@ -135,17 +133,8 @@ unsafe fn row_blocks<const T: usize, const S: usize>(
                     }
                 }
                 for h in 0..2 {
-                    // SAFETY: half `h` of block `cb`: 32 aligned bytes
-                    // inside the row block.
-                    let v =
-                        unsafe { _mm256_load_si256(base.add(cb * BLOCK_BYTES + 32 * h).cast()) };
-                    let v4 = _mm256_srli_epi16::<4>(v);
-                    let planes = [
-                        _mm256_and_si256(v, low),
-                        _mm256_and_si256(v, high),
-                        _mm256_and_si256(v4, low),
-                        _mm256_and_si256(v4, high),
-                    ];
+                    // SAFETY: block `cb` lies inside the row block.
+                    let planes = unsafe { code_planes(base, cb, h) };
                     for t in 0..T {
                         let p0 = _mm256_maddubs_epi16(planes[0], a[t][0]);
                         let p1 = _mm256_maddubs_epi16(planes[1], a[t][1]);
@@ -192,6 +181,28 @@ unsafe fn row_blocks<const T: usize, const S: usize>(
             }
         }
     }
+}
+
+/// The four code planes of half `h` (rows `8h..8h+8`) of column block `cb`
+/// of the row block at `base`: codes of bits 0..2 and 4..6 as they are,
+/// those of bits 2..4 and 6..8 times 4 (see the module doc).
+///
+/// # Safety
+/// The 64-byte block `cb` at `base` must be readable and 32-byte aligned.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn code_planes(base: *const u8, cb: usize, h: usize) -> [__m256i; 4] {
+    let low = _mm256_set1_epi8(0x03);
+    let high = _mm256_set1_epi8(0x0C);
+    // SAFETY: the caller's contract; 32 bytes at an aligned offset.
+    let v = unsafe { _mm256_load_si256(base.add(cb * BLOCK_BYTES + 32 * h).cast()) };
+    let v4 = _mm256_srli_epi16::<4>(v);
+    [
+        _mm256_and_si256(v, low),
+        _mm256_and_si256(v, high),
+        _mm256_and_si256(v4, low),
+        _mm256_and_si256(v4, high),
+    ]
 }
 
 /// Decodes column blocks `cbs` of row block `rb` into `buf`: step `s`

@@ -104,8 +104,6 @@ unsafe fn gemv<const T: usize, const A: usize>(
     for t in 0..T {
         acts[t] = x.row(t).as_ptr();
     }
-    let low = _mm256_set1_epi8(0x03);
-    let high = _mm256_set1_epi8(0x0C);
     for rb in blocks {
         let base = w.row_block(rb).as_ptr();
         // [token][half][slot]; constant-index loops only.
@@ -113,16 +111,8 @@ unsafe fn gemv<const T: usize, const A: usize>(
         for cb in 0..col_blocks {
             prefetch(base.wrapping_add(cb * BLOCK_BYTES + PREFETCH_BYTES));
             for h in 0..2 {
-                // SAFETY: half `h` of block `cb`: 32 aligned bytes inside
-                // the row block.
-                let v = unsafe { _mm256_load_si256(base.add(cb * BLOCK_BYTES + 32 * h).cast()) };
-                let v4 = _mm256_srli_epi16::<4>(v);
-                let planes = [
-                    _mm256_and_si256(v, low),
-                    _mm256_and_si256(v, high),
-                    _mm256_and_si256(v4, low),
-                    _mm256_and_si256(v4, high),
-                ];
+                // SAFETY: block `cb` lies inside the row block.
+                let planes = unsafe { super::avx2_two_bit::code_planes(base, cb, h) };
                 for t in 0..T {
                     for d in 0..CODES {
                         // SAFETY: column 16·cb + 4·d + 3 < padded columns ≤
