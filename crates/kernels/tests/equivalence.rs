@@ -661,6 +661,15 @@ macro_rules! isa_suite {
             }
 
             #[test]
+            fn q6k_head_large_shapes() {
+                // Claims of 80–96 rows: the one-token path reads several
+                // groups side by side and has groups and rows left over.
+                for (rows, cols, n) in [(1500, 512, 1), (1037, 256, 1), (777, 768, 2), (1283, 256, 1)] {
+                    check_q6k($isa, rows, cols, n, rows as u64 * 7 + n as u64);
+                }
+            }
+
+            #[test]
             fn ternary_large_shapes() {
                 for (rows, cols, n) in [(640, 2560, 1), (97, 6912, 2), (130, 2560, 13), (33, 1000, 40), (16, 20, 128), (40, 6912, 17), (21, 5003, 7), (35, 12003, 30), (20, 40_000, 1), (17, 33_000, 3), (40, 31_990, 2)] {
                     check_ternary($isa, rows, cols, n, rows as u64 * 31 + n as u64, 2);

@@ -36,6 +36,14 @@ const Q6K_PREFETCH: usize = 2048;
 const ROWS: usize = 8;
 /// Tokens per pass over a row group.
 const TOKENS: usize = 2;
+/// Row groups read side by side for one token, one from each quarter of
+/// the thread's rows. A Zen 2 core (`examples/head_probe.rs q6_k`, 2B-4T
+/// head from DRAM) read 11.8–12.7 GB/s one group at a time, 16.9–17.8 with
+/// two groups from the two halves, 18.1–18.3 with four from the quarters;
+/// two cores 23.3–23.9, 32.0–35.0 and 35.8–36.2. (Rows `i` and `i + 4` of
+/// one group side by side were slower: 10.4 GB/s on one core.) Independent
+/// rows give the core more work in flight as well as more memory streams.
+const STREAMS: usize = 4;
 /// Blocks of a row decoded before the rows' sums are reduced (4096
 /// columns: a whole row of every model here).
 const CHUNK_BLOCKS: usize = 16;
@@ -51,6 +59,30 @@ pub(crate) unsafe fn matmul(
     rows: Range<usize>,
 ) {
     let n = x.n_tokens();
+    if n == 1 {
+        // One token: STREAMS groups from the STREAMS quarters of the range
+        // side by side, then the groups and rows left over.
+        let quarter = rows.len() / ROWS / STREAMS;
+        for g in 0..quarter {
+            let r0s = std::array::from_fn(|k| rows.start + ROWS * (k * quarter + g));
+            // SAFETY: forwarded contract; every group lies in `rows`.
+            unsafe { group::<1, STREAMS>(w, x, out, r0s, 0) };
+        }
+        let mut r = rows.start + ROWS * STREAMS * quarter;
+        while r < rows.end {
+            // SAFETY: as above.
+            unsafe {
+                if rows.end - r >= ROWS {
+                    group::<1, 1>(w, x, out, [r], 0);
+                    r += ROWS;
+                } else {
+                    single::<1>(w, x, out, r, 0);
+                    r += 1;
+                }
+            }
+        }
+        return;
+    }
     // As the f32 head: all token blocks over one chunk of rows at a time.
     for rows in super::row_chunks(rows, super::HEAD_ROW_CHUNK) {
         let mut t0 = 0;
@@ -62,8 +94,8 @@ pub(crate) unsafe fn matmul(
                 // exist.
                 unsafe {
                     match (nt, rows.end - r >= ROWS) {
-                        (1, true) => group::<1>(w, x, out, r, t0),
-                        (_, true) => group::<2>(w, x, out, r, t0),
+                        (1, true) => group::<1, 1>(w, x, out, [r], t0),
+                        (_, true) => group::<2, 1>(w, x, out, [r], t0),
                         (1, false) => single::<1>(w, x, out, r, t0),
                         (_, false) => single::<2>(w, x, out, r, t0),
                     }
@@ -191,74 +223,87 @@ fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Rows `r0..r0+8`, tokens `t0..t0+T`. Each row's blocks are read in
-/// memory order (a column chunk of one row, then the next row), their lane
-/// vectors parked in a small buffer, and then reduced across the rows block
-/// by block: reading block `b` of eight rows in turn (eight short strided
-/// streams) ran at 13 GB/s from DRAM on one core, this at the f32 path's
-/// memory speed.
+/// `G` groups of eight rows, `r0s[g]..r0s[g]+8`, tokens `t0..t0+T`. Each
+/// row's blocks are read in memory order (a column chunk of one row, then
+/// the next row; with several groups, block `j` of row `i` of each group in
+/// turn), their lane vectors parked in a small buffer, and then reduced
+/// across the rows block by block: reading block `b` of eight rows in turn
+/// (eight short strided streams) ran at 13 GB/s from DRAM on one core of a
+/// Sapphire Rapids VM, this at the f32 path's memory speed.
 ///
 /// # Safety
-/// The contract of [`matmul`]; the rows and tokens exist.
+/// The contract of [`matmul`]; the rows and tokens exist and are this
+/// thread's.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<const T: usize>(
+unsafe fn group<const T: usize, const G: usize>(
     w: &DenseMatrix<'_>,
     x: &Q8KActs,
     out: &OutRows<'_>,
-    r0: usize,
+    r0s: [usize; G],
     t0: usize,
 ) {
-    let rows: [*const u8; ROWS] = std::array::from_fn(|i| w.row(r0 + i).as_ptr());
+    let rows: [[*const u8; ROWS]; G] =
+        std::array::from_fn(|g| std::array::from_fn(|i| w.row(r0s[g] + i).as_ptr()));
     let n_blocks = w.cols() / BLOCK;
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut lanes = [[[_mm256_setzero_si256(); T]; ROWS]; CHUNK_BLOCKS];
-    let mut d = [[0u16; ROWS]; CHUNK_BLOCKS];
+    let mut acc = [[_mm256_setzero_ps(); T]; G];
+    let mut lanes = [[[[_mm256_setzero_si256(); T]; ROWS]; CHUNK_BLOCKS]; G];
+    let mut d = [[[0u16; ROWS]; CHUNK_BLOCKS]; G];
     let mut b0 = 0;
     while b0 < n_blocks {
         let nb = CHUNK_BLOCKS.min(n_blocks - b0);
+        let mut one = |g: usize, i: usize, j: usize| {
+            let b = b0 + j;
+            let qx: [*const i8; T] = std::array::from_fn(|t| x.row(t0 + t)[BLOCK * b..].as_ptr());
+            let bs: [*const i16; T] =
+                std::array::from_fn(|t| x.bsums(t0 + t)[BLOCK / GROUP * b..].as_ptr());
+            // SAFETY: block `b` of row r0 + i exists; `qx`/`bs` cover
+            // the block for every token.
+            unsafe {
+                let blk = rows[g][i].add(b * q6_k::BLOCK_BYTES);
+                for k in 0..4 {
+                    crate::ternary::prefetch(blk.wrapping_add(Q6K_PREFETCH + 64 * k));
+                }
+                lanes[g][j][i] = block_lanes::<T>(blk, qx, bs);
+                d[g][j][i] = blk.add(q6_k::D).cast::<u16>().read_unaligned();
+            }
+        };
         for i in 0..ROWS {
             for j in 0..nb {
-                let b = b0 + j;
-                let qx: [*const i8; T] =
-                    std::array::from_fn(|t| x.row(t0 + t)[BLOCK * b..].as_ptr());
-                let bs: [*const i16; T] =
-                    std::array::from_fn(|t| x.bsums(t0 + t)[BLOCK / GROUP * b..].as_ptr());
-                // SAFETY: block `b` of row r0 + i exists; `qx`/`bs` cover
-                // the block for every token.
-                unsafe {
-                    let blk = rows[i].add(b * q6_k::BLOCK_BYTES);
-                    // The rows follow one another in memory: ask for the
-                    // stream ahead (four lines cover a 210-byte block).
-                    for k in 0..4 {
-                        crate::ternary::prefetch(blk.wrapping_add(Q6K_PREFETCH + 64 * k));
-                    }
-                    lanes[j][i] = block_lanes::<T>(blk, qx, bs);
-                    d[j][i] = blk.add(q6_k::D).cast::<u16>().read_unaligned();
+                for g in 0..G {
+                    one(g, i, j);
                 }
             }
         }
-        for j in 0..nb {
-            // SAFETY: eight f16 values.
-            let dw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d[j].as_ptr().cast()) });
-            for t in 0..T {
-                let l = |i: usize| lanes[j][i][t];
-                let q0 =
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(l(0), l(1)), _mm256_hadd_epi32(l(2), l(3)));
-                let q1 =
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(l(4), l(5)), _mm256_hadd_epi32(l(6), l(7)));
-                let isum = _mm256_add_epi32(
-                    _mm256_permute2x128_si256::<0x20>(q0, q1),
-                    _mm256_permute2x128_si256::<0x31>(q0, q1),
-                );
-                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(x.scales(t0 + t)[b0 + j]));
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[t]);
+        for g in 0..G {
+            for j in 0..nb {
+                // SAFETY: eight f16 values.
+                let dw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d[g][j].as_ptr().cast()) });
+                for t in 0..T {
+                    let l = |i: usize| lanes[g][j][i][t];
+                    let q0 = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(l(0), l(1)),
+                        _mm256_hadd_epi32(l(2), l(3)),
+                    );
+                    let q1 = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(l(4), l(5)),
+                        _mm256_hadd_epi32(l(6), l(7)),
+                    );
+                    let isum = _mm256_add_epi32(
+                        _mm256_permute2x128_si256::<0x20>(q0, q1),
+                        _mm256_permute2x128_si256::<0x31>(q0, q1),
+                    );
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(x.scales(t0 + t)[b0 + j]));
+                    acc[g][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[g][t]);
+                }
             }
         }
         b0 += nb;
     }
-    for t in 0..T {
-        // SAFETY: rows r0..r0+8 of token t0 + t are this thread's.
-        unsafe { _mm256_storeu_ps(out.ptr(t0 + t, r0), acc[t]) };
+    for g in 0..G {
+        for t in 0..T {
+            // SAFETY: rows r0..r0+8 of token t0 + t are this thread's.
+            unsafe { _mm256_storeu_ps(out.ptr(t0 + t, r0s[g]), acc[g][t]) };
+        }
     }
 }
 
