@@ -1,7 +1,8 @@
 //! AVX2 dense products with f32 activations (the LM head): the AVX-512
 //! kernels' structure on 8-lane vectors (F16C `vcvtph2ps`, FMA), with
 //! groups of four rows × up to two tokens to fit 16 registers, and eight
-//! rows (eight memory streams) for a single token of a plain type.
+//! rows from eight parts of the range (eight memory streams) for a single
+//! token of a plain type.
 
 // Register-blocked loops index their accumulator arrays with constant
 // ranges on purpose: after full unrolling every index is a constant and the
@@ -19,16 +20,17 @@ use crate::out::OutRows;
 const TOKENS: usize = 2;
 /// Rows per group.
 const ROWS: usize = 4;
-/// Rows per group for one token of a plain type (F32, F16, BF16): each row
-/// is its own memory stream, one FMA chain each. On a Zen 2 (2 cores,
-/// `examples/head_probe.rs f16`, 2B-4T head from DRAM) eight rows at a time
-/// read 16.8–18.0 GB/s on one core and 28–35 on two, where row after row (one
-/// stream, four FMA chains, software prefetch) read 13.9–14.1 and 24.5–27.2,
-/// below the single-stream `membw` (16–17 and 27–32). A core's L2
-/// prefetchers keep more lines in flight for several streams than for one:
-/// a plain sum over two to eight regions at once reads 20–23 GB/s on that
-/// core. (The 2-bit ternary GEMV and the Q6_K head, whose compute per byte
-/// is higher, got slower with interleaved streams there.)
+/// Rows multiplied together for one token of a plain type (F32, F16,
+/// BF16), each from its own eighth of the thread's rows: eight memory
+/// streams and eight FMA chains. On a Zen 2 (2 cores,
+/// `examples/head_probe.rs f16`, 2B-4T head from DRAM, alternating runs):
+/// row after row (one stream, four FMA chains, software prefetch) read
+/// 13.9–14.1 GB/s on one core and 24.5–27.2 on two, below the
+/// single-stream `membw` (16–17 and 27–32); eight neighbouring rows at a
+/// time 17.2–18.2 and 27.0–28.7 in a later hour; eight rows from the eight
+/// eighths 21.8–22.3 and 30.7–32.0 in that same hour. A core's L2
+/// prefetchers keep more lines in flight for several streams than for one
+/// (`examples/stream_read.rs`).
 const STREAM_ROWS: usize = 8;
 
 /// # Safety
@@ -42,6 +44,17 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     rows: Range<usize>,
 ) {
+    if n_tokens == 1 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match w.ty() {
+                DenseType::F32 => return one_token::<F32>(w, x, out, rows),
+                DenseType::F16 => return one_token::<F16>(w, x, out, rows),
+                DenseType::BF16 => return one_token::<Bf16>(w, x, out, rows),
+                _ => {}
+            }
+        }
+    }
     // Token blocks run over one chunk of rows at a time, so that a batch
     // of many tokens reads the head once (the chunk stays in L2) instead of
     // once per token block.
@@ -77,29 +90,6 @@ unsafe fn by_type<const T: usize>(
         let full = rows.end - r >= ROWS;
         // SAFETY: forwarded contract.
         unsafe {
-            // One token of a plain type: eight rows at a time, eight
-            // streams (see `STREAM_ROWS`).
-            if T == 1 && rows.end - r >= STREAM_ROWS {
-                let streamed = match w.ty() {
-                    DenseType::F32 => {
-                        plain::<F32, STREAM_ROWS, 1>(w, x, out, r, t0);
-                        true
-                    }
-                    DenseType::F16 => {
-                        plain::<F16, STREAM_ROWS, 1>(w, x, out, r, t0);
-                        true
-                    }
-                    DenseType::BF16 => {
-                        plain::<Bf16, STREAM_ROWS, 1>(w, x, out, r, t0);
-                        true
-                    }
-                    _ => false,
-                };
-                if streamed {
-                    r += STREAM_ROWS;
-                    continue;
-                }
-            }
             match (w.ty(), full) {
                 (DenseType::F32, true) => plain::<F32, ROWS, T>(w, x, out, r, t0),
                 (DenseType::F32, false) => plain::<F32, 1, T>(w, x, out, r, t0),
@@ -249,6 +239,64 @@ pub(crate) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
+}
+
+/// One token of a plain type over `rows`: [`STREAM_ROWS`] rows at a time,
+/// row `g` of each of the eighths of the range, then the rows left over.
+///
+/// # Safety
+/// The contract of [`matmul`] with one token.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_token<P: Plain>(
+    w: &DenseMatrix<'_>,
+    x: &[f32],
+    out: &OutRows<'_>,
+    rows: Range<usize>,
+) {
+    let eighth = rows.len() / STREAM_ROWS;
+    for g in 0..eighth {
+        let idx = std::array::from_fn(|k| rows.start + k * eighth + g);
+        // SAFETY: forwarded contract; every row lies in `rows`.
+        unsafe { strided_rows::<P, STREAM_ROWS>(w, x, out, idx) };
+    }
+    for r in rows.start + STREAM_ROWS * eighth..rows.end {
+        // SAFETY: as above.
+        unsafe { plain::<P, 1, 1>(w, x, out, r, 0) };
+    }
+}
+
+/// Rows `idx` (anywhere in the matrix), token 0, one FMA chain per row.
+///
+/// # Safety
+/// The contract of [`matmul`]; the rows exist and are this thread's.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn strided_rows<P: Plain, const R: usize>(
+    w: &DenseMatrix<'_>,
+    x: &[f32],
+    out: &OutRows<'_>,
+    idx: [usize; R],
+) {
+    let cols = w.cols();
+    let rp: [*const u8; R] = std::array::from_fn(|i| w.row(idx[i]).as_ptr());
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut k = 0;
+    while k + 8 <= cols {
+        // SAFETY: values k..k+8 exist in every row and in the token.
+        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(k)) };
+        for i in 0..R {
+            // SAFETY: as above.
+            acc[i] = _mm256_fmadd_ps(unsafe { P::load(rp[i], k) }, xv, acc[i]);
+        }
+        k += 8;
+    }
+    for i in 0..R {
+        let mut s = hsum(acc[i]);
+        for c in k..cols {
+            // SAFETY: value c exists in the row.
+            s += unsafe { P::one(rp[i], c) } * x[c];
+        }
+        out.write(0, idx[i], s);
+    }
 }
 
 /// # Safety
