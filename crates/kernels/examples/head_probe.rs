@@ -1,6 +1,7 @@
 //! Times the head product on the 2B-4T head shape as the model runs it (Q6_K
-//! through the integer path, the others with f32 activations):
-//! `head_probe TYPE(f16|q8_0|q6_k|bf16) ISA THREADS [TOKENS]`.
+//! through the integer path, the others with f32 activations; `q8x` is a
+//! Q8_0 head through the int8 path, as the model runs a Q8_0 head):
+//! `head_probe TYPE(f16|q8_0|q8x|q6_k|bf16) ISA THREADS [TOKENS]`.
 
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ fn main() {
     let ty = match a[1].as_str() {
         "f16" => DenseType::F16,
         "bf16" => DenseType::BF16,
-        "q8_0" => DenseType::Q8_0,
+        "q8_0" | "q8x" => DenseType::Q8_0,
         _ => DenseType::Q6K,
     };
     let k = Kernels::for_isa(Isa::from_name(&a[2]).unwrap()).unwrap();
@@ -48,10 +49,16 @@ fn main() {
     let pool = ThreadPool::new(threads);
     let mut out = vec![0f32; n * rows];
     let mut q = bitnet_kernels::dense::q8k::Q8KActs::new();
+    let int8 =
+        (a[1] == "q8x").then(|| bitnet_kernels::dense::q8x::Q8Matrix::from_dense(&m).unwrap());
+    let mut q8 = bitnet_kernels::dense::q8x::Q8Acts::new();
     let mut best = f64::MAX;
     for _ in 0..15 {
         let t = Instant::now();
-        if ty == DenseType::Q6K {
+        if let Some(w8) = &int8 {
+            q8.quantize(&x, n, cols);
+            k.q8_matmul(&pool, w8, &q8, &mut out);
+        } else if ty == DenseType::Q6K {
             q.quantize(&x, n, cols);
             k.q6k_matmul(&pool, &m, &q, &mut out);
         } else {
