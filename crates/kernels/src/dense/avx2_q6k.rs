@@ -59,29 +59,17 @@ pub(crate) unsafe fn matmul(
     rows: Range<usize>,
 ) {
     let n = x.n_tokens();
+    let mut rows = rows;
     if n == 1 {
         // One token: STREAMS groups from the STREAMS quarters of the range
-        // side by side, then the groups and rows left over.
+        // side by side; the groups and rows left over go below.
         let quarter = rows.len() / ROWS / STREAMS;
         for g in 0..quarter {
             let r0s = std::array::from_fn(|k| rows.start + ROWS * (k * quarter + g));
             // SAFETY: forwarded contract; every group lies in `rows`.
             unsafe { group::<1, STREAMS>(w, x, out, r0s, 0) };
         }
-        let mut r = rows.start + ROWS * STREAMS * quarter;
-        while r < rows.end {
-            // SAFETY: as above.
-            unsafe {
-                if rows.end - r >= ROWS {
-                    group::<1, 1>(w, x, out, [r], 0);
-                    r += ROWS;
-                } else {
-                    single::<1>(w, x, out, r, 0);
-                    r += 1;
-                }
-            }
-        }
-        return;
+        rows.start += ROWS * STREAMS * quarter;
     }
     // As the f32 head: all token blocks over one chunk of rows at a time.
     for rows in super::row_chunks(rows, super::HEAD_ROW_CHUNK) {
