@@ -670,6 +670,15 @@ macro_rules! isa_suite {
             }
 
             #[test]
+            fn q8_head_large_shapes() {
+                // Claims of 6–12 groups: the one-token path reads four groups
+                // side by side and has groups (and padding rows) left over.
+                for (rows, cols, n) in [(2100, 64, 1), (1517, 96, 1), (3001, 32, 1), (1517, 64, 2)] {
+                    check_q8($isa, DenseType::Q8_0, rows, cols, n, rows as u64 * 5 + n as u64);
+                }
+            }
+
+            #[test]
             fn ternary_large_shapes() {
                 for (rows, cols, n) in [(640, 2560, 1), (97, 6912, 2), (130, 2560, 13), (33, 1000, 40), (16, 20, 128), (40, 6912, 17), (21, 5003, 7), (35, 12003, 30), (20, 40_000, 1), (17, 33_000, 3), (40, 31_990, 2)] {
                     check_ternary($isa, rows, cols, n, rows as u64 * 31 + n as u64, 2);
