@@ -533,7 +533,9 @@ unsafe fn q8x_one_token(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gs: [usize;
             for step in 0..8 {
                 // SAFETY: columns 32b + 4·step .. +4 exist in the token row.
                 let a = _mm256_set1_epi32(unsafe {
-                    q.add(q8x::BLOCK * b + 4 * step).cast::<i32>().read_unaligned()
+                    q.add(q8x::BLOCK * b + 4 * step)
+                        .cast::<i32>()
+                        .read_unaligned()
                 });
                 for h in 0..2 {
                     // SAFETY: half `h` of step `step`: 32 aligned bytes.

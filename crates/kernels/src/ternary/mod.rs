@@ -101,6 +101,28 @@
 //! codes is the faster inner loop. So the base-3 layout and the multiply-add
 //! kernels are used for every shape.
 //!
+//! **Prompt processing on AVX2, measured again** (issue 13:
+//! `benches/lut_gemm.rs`, Zen 2, one core at 3.34 GHz, 128 tokens). An
+//! exact lookup GEMM (sign planes `w = P − N` as 4-bit column masks,
+//! activations split into two nibbles so that every table entry fits a byte,
+//! 8 rows × 6 tokens per tile, tables reused by every row group from L1;
+//! method in the bench's doc) reaches 70–78 GMAC/s in its lookups alone and
+//! 55–63 with its tables built, against 90–97 GMAC/s for the production
+//! `vpmaddubsw` GEMM, panel decoding included. The same bench measures the
+//! issue rates per cycle: `vpmaddubsw` 1, `vpmaddwd` 1, `vpshufb` 2,
+//! `vpaddb` 3, `vpsignb` 2. The multiply kernel needs two instructions per
+//! 32 MACs, one on the single multiply port: its bound is 32 MAC/cycle and
+//! it runs at 28. A `vpshufb` yields one byte per lane, so lossless int8
+//! activations need a lookup per nibble and per sign plane: per 32 MACs one
+//! `vpshufb`, one `vpaddb` and a quarter of a `vpmaddubsw` and a `vpaddw`,
+//! 2.5 instructions spread over the four vector ports. That bounds it at
+//! about 51 MAC/cycle before its loads and tables (1.6× the multiply
+//! kernel), and a hybrid issuing both kinds shares the same four ports.
+//! Prefill at 2× bitnet.cpp on these two cores (≥ 135 tok/s of 2.09 GMAC)
+//! needs 42 MAC/cycle per core sustained over the whole forward pass,
+//! attention and norms included: beyond both methods here, so the multiply
+//! kernel stays.
+//!
 //! # Measured (this machine)
 //!
 //! AMD EPYC (Zen 5, 2 cores, AVX-512 with VNNI), rustc 1.95, best of
