@@ -470,14 +470,20 @@ unsafe fn q6_k_group<const R: usize, const T: usize>(
 pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, groups: Range<usize>) {
     let n = x.n_tokens();
     let mut groups = groups;
-    if n == 1 {
-        // One token: Q8X_STREAMS groups from the quarters of the range side
-        // by side; the groups left over go below.
+    if n <= TOKENS {
+        // One or two tokens (decoding): Q8X_STREAMS groups from the quarters
+        // of the range side by side; the groups left over go below.
         let quarter = groups.len() / Q8X_STREAMS;
         for i in 0..quarter {
             let gs = std::array::from_fn(|k| groups.start + k * quarter + i);
             // SAFETY: forwarded contract; every group lies in `groups`.
-            unsafe { q8x_one_token(w, x, out, gs) };
+            unsafe {
+                if n == 1 {
+                    q8x_streams::<1, Q8X_STREAMS>(w, x, out, gs);
+                } else {
+                    q8x_streams::<2, Q8X_STREAMS>(w, x, out, gs);
+                }
+            }
         }
         groups.start += Q8X_STREAMS * quarter;
     }
@@ -499,64 +505,76 @@ pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gro
     }
 }
 
-/// Groups of the int8 head read side by side for one token, one from each
-/// quarter of the thread's groups, a 32-column block (512 bytes) of each in
-/// turn, both 8-row halves of a group in one pass. The 2B-4T head from
-/// DRAM on a Zen 2 (`examples/head_probe.rs q8x`, alternating runs), one
-/// core / two cores, GB/s: one group at a time in two passes over its
-/// halves (the path below) 10.4 / 20.1–20.5; one group in one pass
-/// 14.7–14.8 / 27.0–30.1; two groups from the two halves 17.3–17.5 /
-/// 32.0–33.3; four from the quarters 22.7–23.0 / 40.5–43.3; eight from the
-/// eighths 16.8–17.1 / 32.5–32.7. As for the other heads, independent
-/// streams keep more lines in flight (`examples/stream_read.rs`).
+/// Groups of the int8 head read side by side for one or two tokens, one
+/// from each quarter of the thread's groups, a 32-column block (512 bytes)
+/// of each in turn, both 8-row halves of a group in one pass. The 2B-4T
+/// head from DRAM on a Zen 2 (`examples/head_probe.rs q8x`, alternating
+/// runs), one core / two cores, GB/s, one token: one group at a time in two
+/// passes over its halves (the path below) 10.4 / 20.1–20.5; one group in
+/// one pass 14.7–14.8 / 27.0–30.1; two groups from the two halves
+/// 17.3–17.5 / 32.0–33.3; four from the quarters 22.7–23.0 / 40.5–43.3;
+/// eight from the eighths 16.8–17.1 / 32.5–32.7. Two tokens: 9.4 / 18.5 on
+/// the path below, 10.4–10.8 / 20.0–20.3 with two groups, 15.8 / 31.3 with
+/// four. As for the other heads, independent streams keep more lines in
+/// flight (`examples/stream_read.rs`).
 const Q8X_STREAMS: usize = 4;
 
-/// One token over groups `gs`, both 8-row halves of each in one pass.
+/// Tokens `0..T` over groups `gs`, both 8-row halves of each in one pass.
 ///
 /// # Safety
-/// The contract of [`q8x_matmul`] with one token; every group of `gs`
+/// The contract of [`q8x_matmul`] with `T` tokens; every group of `gs`
 /// exists and is this thread's.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8x_one_token(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gs: [usize; Q8X_STREAMS]) {
-    let q = x.row(0).as_ptr();
-    let xd = x.scales(0);
+unsafe fn q8x_streams<const T: usize, const S: usize>(
+    w: &Q8Matrix,
+    x: &Q8Acts,
+    out: &OutRows<'_>,
+    gs: [usize; S],
+) {
+    let q: [*const i8; T] = std::array::from_fn(|t| x.row(t).as_ptr());
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     let ones = _mm256_set1_epi16(1);
-    // [stream][half]; constant-index loops only, so that they live in
-    // registers.
-    let mut acc = [[_mm256_setzero_ps(); 2]; Q8X_STREAMS];
+    // [stream][half][token]; constant-index loops only, so that they live
+    // in registers.
+    let mut acc = [[[_mm256_setzero_ps(); T]; 2]; S];
     for b in 0..w.blocks() {
-        let d = _mm256_set1_ps(xd[b]);
-        for s in 0..Q8X_STREAMS {
+        for s in 0..S {
             let codes = w.codes(gs[s], b).as_ptr();
-            let mut isum = [_mm256_setzero_si256(); 2];
+            let mut isum = [[_mm256_setzero_si256(); T]; 2];
             for step in 0..8 {
-                // SAFETY: columns 32b + 4·step .. +4 exist in the token row.
-                let a = _mm256_set1_epi32(unsafe {
-                    q.add(q8x::BLOCK * b + 4 * step)
-                        .cast::<i32>()
-                        .read_unaligned()
-                });
                 for h in 0..2 {
                     // SAFETY: half `h` of step `step`: 32 aligned bytes.
                     let wq = _mm256_xor_si256(
                         unsafe { _mm256_load_si256(codes.add(64 * step + 32 * h).cast()) },
                         flip,
                     );
-                    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(wq), _mm256_sign_epi8(a, wq));
-                    isum[h] = _mm256_add_epi32(isum[h], _mm256_madd_epi16(p, ones));
+                    let aw = _mm256_abs_epi8(wq);
+                    for t in 0..T {
+                        // SAFETY: columns 32b + 4·step .. +4 exist in the
+                        // token row.
+                        let a = _mm256_set1_epi32(unsafe {
+                            q[t].add(q8x::BLOCK * b + 4 * step)
+                                .cast::<i32>()
+                                .read_unaligned()
+                        });
+                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, wq));
+                        isum[h][t] = _mm256_add_epi32(isum[h][t], _mm256_madd_epi16(p, ones));
+                    }
                 }
             }
             let scales = w.scales(gs[s], b).as_ptr();
             for h in 0..2 {
                 // SAFETY: 8 f16 scales of half `h` of the block.
                 let dw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(scales.add(8 * h).cast()) });
-                let sc = _mm256_mul_ps(dw, d);
-                acc[s][h] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum[h]), acc[s][h]);
+                for t in 0..T {
+                    let sc = _mm256_mul_ps(dw, _mm256_set1_ps(x.scales(t)[b]));
+                    acc[s][h][t] =
+                        _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum[h][t]), acc[s][h][t]);
+                }
             }
         }
     }
-    for s in 0..Q8X_STREAMS {
+    for s in 0..S {
         for h in 0..2 {
             let r0 = gs[s] * q8x::ROWS + 8 * h;
             if r0 >= w.rows() {
@@ -567,8 +585,10 @@ unsafe fn q8x_one_token(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gs: [usize;
                 _mm256_set1_epi32(valid),
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
-            // SAFETY: rows r0..r0+valid of token 0 are ours.
-            unsafe { _mm256_maskstore_ps(out.ptr(0, r0), mask, acc[s][h]) };
+            for t in 0..T {
+                // SAFETY: rows r0..r0+valid of token t are ours.
+                unsafe { _mm256_maskstore_ps(out.ptr(t, r0), mask, acc[s][h][t]) };
+            }
         }
     }
 }
