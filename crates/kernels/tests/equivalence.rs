@@ -670,6 +670,15 @@ macro_rules! isa_suite {
             }
 
             #[test]
+            fn dense_head_large_shapes() {
+                // Claims of 96–208 rows: one and two tokens read several rows
+                // from parts of the claim side by side, with rows left over.
+                for (ty, rows, cols, n) in [(DenseType::F16, 1500, 256, 1), (DenseType::F16, 1037, 203, 2), (DenseType::BF16, 3001, 64, 2), (DenseType::F32, 1283, 96, 1)] {
+                    check_dense($isa, ty, rows, cols, n, rows as u64 * 3 + n as u64);
+                }
+            }
+
+            #[test]
             fn q8_head_large_shapes() {
                 // Claims of 6–12 groups: the one-token path reads four groups
                 // side by side and has groups (and padding rows) left over.

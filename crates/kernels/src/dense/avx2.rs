@@ -2,7 +2,7 @@
 //! kernels' structure on 8-lane vectors (F16C `vcvtph2ps`, FMA), with
 //! groups of four rows × up to two tokens to fit 16 registers, and eight
 //! rows from eight parts of the range (eight memory streams) for a single
-//! token of a plain type. The int8 Q8_0 head (`q8x_matmul`) reads four row
+//! token of a plain type, four rows from four parts for two tokens. The int8 Q8_0 head (`q8x_matmul`) reads four row
 //! groups from four parts of the range for a single token.
 
 // Register-blocked loops index their accumulator arrays with constant
@@ -31,7 +31,10 @@ const ROWS: usize = 4;
 /// time 17.2–18.2 and 27.0–28.7 in a later hour; eight rows from the eight
 /// eighths 21.8–22.3 and 30.7–32.0 in that same hour. A core's L2
 /// prefetchers keep more lines in flight for several streams than for one
-/// (`examples/stream_read.rs`).
+/// (`examples/stream_read.rs`). Two tokens (two sequences decoded
+/// together) take half as many rows, from quarters: the F16 head then read
+/// 20.3–20.4 GB/s on one core and 33–38 on two, against 15.0–15.2 and
+/// 27–28 through the row groups below.
 const STREAM_ROWS: usize = 8;
 
 /// # Safety
@@ -45,13 +48,16 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     rows: Range<usize>,
 ) {
-    if n_tokens == 1 {
+    if n_tokens <= TOKENS {
         // SAFETY: forwarded contract.
         unsafe {
-            match w.ty() {
-                DenseType::F32 => return one_token::<F32>(w, x, out, rows),
-                DenseType::F16 => return one_token::<F16>(w, x, out, rows),
-                DenseType::BF16 => return one_token::<Bf16>(w, x, out, rows),
+            match (w.ty(), n_tokens) {
+                (DenseType::F32, 1) => return few_tokens::<F32, 1>(w, x, out, rows),
+                (DenseType::F16, 1) => return few_tokens::<F16, 1>(w, x, out, rows),
+                (DenseType::BF16, 1) => return few_tokens::<Bf16, 1>(w, x, out, rows),
+                (DenseType::F32, _) => return few_tokens::<F32, 2>(w, x, out, rows),
+                (DenseType::F16, _) => return few_tokens::<F16, 2>(w, x, out, rows),
+                (DenseType::BF16, _) => return few_tokens::<Bf16, 2>(w, x, out, rows),
                 _ => {}
             }
         }
@@ -242,36 +248,60 @@ pub(crate) fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// One token of a plain type over `rows`: [`STREAM_ROWS`] rows at a time,
-/// row `g` of each of the eighths of the range, then the rows left over.
+/// One or two tokens (`T`) of a plain type over `rows`: [`STREAM_ROWS`] /
+/// `T` rows at a time (eight accumulators), row `g` of each of that many
+/// parts of the range, then the rows left over.
 ///
 /// # Safety
-/// The contract of [`matmul`] with one token.
+/// The contract of [`matmul`] with `T` tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn one_token<P: Plain>(
+unsafe fn few_tokens<P: Plain, const T: usize>(
     w: &DenseMatrix<'_>,
     x: &[f32],
     out: &OutRows<'_>,
     rows: Range<usize>,
 ) {
-    let eighth = rows.len() / STREAM_ROWS;
-    for g in 0..eighth {
-        let idx = std::array::from_fn(|k| rows.start + k * eighth + g);
-        // SAFETY: forwarded contract; every row lies in `rows`.
-        unsafe { strided_rows::<P, STREAM_ROWS>(w, x, out, idx) };
-    }
-    for r in rows.start + STREAM_ROWS * eighth..rows.end {
-        // SAFETY: as above.
-        unsafe { plain::<P, 1, 1>(w, x, out, r, 0) };
+    // SAFETY: forwarded contract (both arms).
+    unsafe {
+        if T == 1 {
+            strided::<P, STREAM_ROWS, T>(w, x, out, rows);
+        } else {
+            strided::<P, { STREAM_ROWS / 2 }, T>(w, x, out, rows);
+        }
     }
 }
 
-/// Rows `idx` (anywhere in the matrix), token 0, one FMA chain per row.
+/// [`few_tokens`] with `R` rows at a time.
+///
+/// # Safety
+/// As [`few_tokens`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn strided<P: Plain, const R: usize, const T: usize>(
+    w: &DenseMatrix<'_>,
+    x: &[f32],
+    out: &OutRows<'_>,
+    rows: Range<usize>,
+) {
+    let part = rows.len() / R;
+    for g in 0..part {
+        let idx = std::array::from_fn(|k| rows.start + k * part + g);
+        // SAFETY: forwarded contract; every row lies in `rows`.
+        unsafe { strided_rows::<P, R, T>(w, x, out, idx) };
+    }
+    for r in rows.start + R * part..rows.end {
+        // SAFETY: as above.
+        unsafe { plain::<P, 1, T>(w, x, out, r, 0) };
+    }
+}
+
+/// Rows `idx` (anywhere in the matrix), tokens `0..T`, one FMA chain per
+/// row and token.
 ///
 /// # Safety
 /// The contract of [`matmul`]; the rows exist and are this thread's.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn strided_rows<P: Plain, const R: usize>(
+unsafe fn strided_rows<P: Plain, const R: usize, const T: usize>(
     w: &DenseMatrix<'_>,
     x: &[f32],
     out: &OutRows<'_>,
@@ -279,24 +309,30 @@ unsafe fn strided_rows<P: Plain, const R: usize>(
 ) {
     let cols = w.cols();
     let rp: [*const u8; R] = std::array::from_fn(|i| w.row(idx[i]).as_ptr());
-    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut k = 0;
     while k + 8 <= cols {
-        // SAFETY: values k..k+8 exist in every row and in the token.
-        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(k)) };
+        // SAFETY: values k..k+8 exist in every row and token.
+        let xv: [__m256; T] =
+            std::array::from_fn(|t| unsafe { _mm256_loadu_ps(x.as_ptr().add(t * cols + k)) });
         for i in 0..R {
             // SAFETY: as above.
-            acc[i] = _mm256_fmadd_ps(unsafe { P::load(rp[i], k) }, xv, acc[i]);
+            let wv = unsafe { P::load(rp[i], k) };
+            for t in 0..T {
+                acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
+            }
         }
         k += 8;
     }
     for i in 0..R {
-        let mut s = hsum(acc[i]);
-        for c in k..cols {
-            // SAFETY: value c exists in the row.
-            s += unsafe { P::one(rp[i], c) } * x[c];
+        for t in 0..T {
+            let mut s = hsum(acc[i][t]);
+            for c in k..cols {
+                // SAFETY: value c exists in the row.
+                s += unsafe { P::one(rp[i], c) } * x[t * cols + c];
+            }
+            out.write(t, idx[i], s);
         }
-        out.write(0, idx[i], s);
     }
 }
 
