@@ -2,8 +2,9 @@
 //! kernels' structure on 8-lane vectors (F16C `vcvtph2ps`, FMA), with
 //! groups of four rows × up to two tokens to fit 16 registers, and eight
 //! rows from eight parts of the range (eight memory streams) for a single
-//! token of a plain type, four rows from four parts for two tokens. The int8 Q8_0 head (`q8x_matmul`) reads four row
-//! groups from four parts of the range for a single token.
+//! token of a plain type, four rows from four parts for two tokens. The
+//! int8 Q8_0 head (`q8x_matmul`) reads four row groups from four parts of
+//! the range for one or two tokens.
 
 // Register-blocked loops index their accumulator arrays with constant
 // ranges on purpose: after full unrolling every index is a constant and the
