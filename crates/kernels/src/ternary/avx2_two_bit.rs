@@ -11,7 +11,9 @@
 //!   arithmetic shift by 2 divides the ×4 sums back, exactly (they are sums
 //!   of `4·code·q`).
 //!   Both halves of a block share the activation broadcasts; the weights
-//!   stream once, as two streams per thread.
+//!   stream once, as two streams per thread. Two tokens use plain planes
+//!   instead (three shifts, shared by the tokens) and one accumulator
+//!   flushed half as often (see [`plain_planes`]).
 //! * [`decode_panel`]: codes of a column chunk of one row block for the
 //!   GEMM micro-kernel of `avx2` (shifts and masks into the panel format
 //!   that the base-3 decoder writes).
