@@ -15,7 +15,11 @@ fn repacking_round_trips_from_both_cpu_layouts() {
     for _ in 0..40 {
         let (rows, cols) = (1 + rng.below(70), 1 + rng.below(300));
         let values: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+        for layout in [
+            TernaryLayout::Base3,
+            TernaryLayout::TwoBit,
+            TernaryLayout::Lut3,
+        ] {
             let m = TernaryMatrix::pack_as(
                 layout,
                 rows,

@@ -14,7 +14,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 
 use crate::aligned::AlignedBytes;
-use crate::ternary::padded_cols;
+use crate::ternary::padded_cols_any;
 
 /// The smallest `amax` (avoids dividing by zero on an all-zero row).
 pub const AMAX_FLOOR: f32 = 1e-5;
@@ -72,7 +72,7 @@ impl QuantizedActs {
     /// Row length in bytes for `cols` real columns: the ternary kernels'
     /// padded width, rounded up to 64 bytes.
     pub fn stride_for(cols: usize) -> usize {
-        padded_cols(cols).div_ceil(64) * 64
+        padded_cols_any(cols).div_ceil(64) * 64
     }
 
     /// Number of tokens (rows).

@@ -39,8 +39,8 @@ pub struct Kernels {
     /// The ternary layout this level runs fastest.
     layout: TernaryLayout,
     /// Token counts up to this take the ternary GEMV path, per layout
-    /// (base-3, 2-bit).
-    gemv_max_tokens: [usize; 2],
+    /// (base-3, 2-bit, lookup).
+    gemv_max_tokens: [usize; 3],
 }
 
 /// Claims per thread in a compute-bound product: runs of an eighth of an
@@ -79,17 +79,18 @@ impl Kernels {
             q8: dense::q8x::matmul,
             q6k: q8k::matmul,
             layout: TernaryLayout::Base3,
-            gemv_max_tokens: [0, 0],
+            gemv_max_tokens: [0, 0, 0],
         };
         #[cfg(target_arch = "x86_64")]
         match isa {
             Isa::Scalar => {}
             Isa::Avx2 | Isa::AvxVnni => {
                 table.ternary = ternary::avx2::matmul;
-                table.layout = TernaryLayout::TwoBit;
+                table.layout = TernaryLayout::Lut3;
                 table.gemv_max_tokens = [
                     ternary::avx2::GEMV_MAX_TOKENS_BASE3,
                     ternary::avx2::GEMV_MAX_TOKENS,
+                    ternary::avx2::GEMV_MAX_TOKENS_LUT3,
                 ];
                 table.dense = dense::avx2::matmul;
                 table.q8 = dense::avx2::q8x_matmul;
@@ -98,6 +99,7 @@ impl Kernels {
                 // AVX-VNNI: the AVX2 table with `vpdpbusd` ternary products.
                 if isa == Isa::AvxVnni {
                     table.ternary = ternary::avx_vnni::matmul;
+                    table.layout = TernaryLayout::TwoBit;
                     table.gemv_max_tokens[1] = ternary::avx_vnni::GEMV_MAX_TOKENS;
                 }
             }
@@ -106,6 +108,7 @@ impl Kernels {
                 table.gemv_max_tokens = [
                     ternary::avx512::GEMV_MAX_TOKENS,
                     ternary::avx2::GEMV_MAX_TOKENS,
+                    ternary::avx2::GEMV_MAX_TOKENS_LUT3,
                 ];
                 table.dense = dense::avx512::matmul;
                 table.q8 = dense::avx512::q8x_matmul;
@@ -228,6 +231,7 @@ impl Kernels {
         let gemv_max = match w.layout() {
             TernaryLayout::Base3 => self.gemv_max_tokens[0],
             TernaryLayout::TwoBit => self.gemv_max_tokens[1],
+            TernaryLayout::Lut3 => self.gemv_max_tokens[2],
         };
         let claims = if x.n_tokens() <= gemv_max {
             GEMV_CLAIMS_PER_THREAD

@@ -82,7 +82,11 @@ fn check_ternary(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64, thread
     scalar().ternary_matmul(&pool, &reference, &qa, &mut want);
     // Every level reads every layout, and the scalar reference of the
     // base-3 layout is the reference for all of them.
-    for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+    for layout in [
+        TernaryLayout::Base3,
+        TernaryLayout::TwoBit,
+        TernaryLayout::Lut3,
+    ] {
         let w = TernaryMatrix::pack_as(layout, rows, cols, &values, scales.clone(), rule).unwrap();
         let mut got = vec![f32::NAN; n * rows];
         k.ternary_matmul(&pool, &w, &qa, &mut got);
@@ -116,7 +120,11 @@ fn check_ternary_extremes(isa: Isa) {
             scalar().ternary_matmul(&pool, &reference, &qa, &mut want);
             // Σ t·q = ±127·cols exactly (the rule divides by s = 127).
             assert_eq!(want[0], f32::from(w_val) * x_val * cols as f32);
-            for layout in [TernaryLayout::Base3, TernaryLayout::TwoBit] {
+            for layout in [
+                TernaryLayout::Base3,
+                TernaryLayout::TwoBit,
+                TernaryLayout::Lut3,
+            ] {
                 let w = TernaryMatrix::pack_as(
                     layout,
                     rows,

@@ -26,8 +26,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::avx2_two_bit;
 use super::{BLOCK_BYTES, BLOCK_ROWS, DIGITS, ScaleRule, TernaryLayout, TernaryMatrix, with_panel};
+use super::{avx2_lut3, avx2_two_bit};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -36,6 +36,9 @@ pub(crate) const GEMV_MAX_TOKENS_BASE3: usize = 2;
 /// The same for the 2-bit layout, whose cheaper decoding keeps the GEMV
 /// ahead of the panel-decoding GEMM for more tokens.
 pub(crate) const GEMV_MAX_TOKENS: usize = avx2_two_bit::GEMV_MAX_TOKENS;
+/// The same for the lookup layout: every token count (its passes of three
+/// tokens beat the panel GEMM at every width, see `avx2_lut3`).
+pub(crate) const GEMV_MAX_TOKENS_LUT3: usize = usize::MAX;
 /// Tokens per GEMM register tile.
 pub(crate) const TILE_TOKENS: usize = 6;
 /// Column blocks between `i16` → `i32` flushes in the GEMV (5 products of
@@ -67,6 +70,7 @@ pub(crate) unsafe fn matmul(
             (TernaryLayout::TwoBit, _) if n <= avx2_two_bit::GEMV_MAX_TOKENS => {
                 avx2_two_bit::gemv_any(w, x, out, blocks)
             }
+            (TernaryLayout::Lut3, _) => avx2_lut3::matmul(w, x, out, blocks),
             (TernaryLayout::Base3, 1) => gemv::<1>(w, x, out, blocks),
             (TernaryLayout::Base3, 2) if GEMV_MAX_TOKENS_BASE3 >= 2 => gemv::<2>(w, x, out, blocks),
             _ => gemm(w, x, out, blocks),
@@ -256,6 +260,7 @@ pub(super) unsafe fn decode_panel_any(
         match w.layout() {
             TernaryLayout::Base3 => decode_panel(w, rb, cbs, buf),
             TernaryLayout::TwoBit => avx2_two_bit::decode_panel(w, rb, cbs, buf),
+            TernaryLayout::Lut3 => unreachable!("lookup-layout products never decode panels"),
         }
     }
 }

@@ -74,7 +74,7 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
-    if w.layout() == TernaryLayout::TwoBit {
+    if w.layout() != TernaryLayout::Base3 {
         // SAFETY: AVX-512 (this table) implies AVX2; forwarded contract.
         return unsafe { super::avx2::matmul(w, x, out, blocks) };
     }

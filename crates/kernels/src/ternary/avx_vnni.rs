@@ -75,6 +75,7 @@ pub(crate) unsafe fn matmul(
             (TernaryLayout::Base3, n) if n <= avx2::GEMV_MAX_TOKENS_BASE3 => {
                 avx2::matmul(w, x, out, blocks)
             }
+            (TernaryLayout::Lut3, _) => avx2::matmul(w, x, out, blocks),
             _ => gemm(w, x, out, blocks),
         }
     }

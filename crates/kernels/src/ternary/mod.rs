@@ -215,11 +215,14 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_lut3;
+#[cfg(target_arch = "x86_64")]
 mod avx2_two_bit;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx_vnni;
+pub mod lut3;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
 pub(crate) mod scalar;
@@ -267,6 +270,12 @@ pub fn padded_cols(cols: usize) -> usize {
     cols.div_ceil(BLOCK_COLS) * BLOCK_COLS
 }
 
+/// Columns after padding to whole blocks of every layout: the width that
+/// quantised activations are zero-padded to.
+pub fn padded_cols_any(cols: usize) -> usize {
+    padded_cols(cols).max(cols.div_ceil(lut3::BLOCK_COLS) * lut3::BLOCK_COLS)
+}
+
 /// Rows after padding to whole blocks.
 pub fn padded_rows(rows: usize) -> usize {
     rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS
@@ -286,6 +295,10 @@ pub enum TernaryLayout {
     /// is what AVX2 without VNNI needs to keep up with memory (see
     /// [`two_bit`]).
     TwoBit,
+    /// Three weights per 4-bit pattern index and a sign bit, 1.67 bits per
+    /// weight (24 columns per 80-byte block): for the lookup-table GEMV of
+    /// AVX2 without VNNI (see [`lut3`]).
+    Lut3,
 }
 
 impl TernaryLayout {
@@ -294,6 +307,15 @@ impl TernaryLayout {
         match self {
             TernaryLayout::Base3 => BLOCK_COLS,
             TernaryLayout::TwoBit => two_bit::BLOCK_COLS,
+            TernaryLayout::Lut3 => lut3::BLOCK_COLS,
+        }
+    }
+
+    /// Bytes per block (16 rows × [`TernaryLayout::block_cols`]).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            TernaryLayout::Base3 | TernaryLayout::TwoBit => BLOCK_BYTES,
+            TernaryLayout::Lut3 => lut3::BLOCK_BYTES,
         }
     }
 
@@ -304,7 +326,7 @@ impl TernaryLayout {
 
     /// Bytes of the packed weights of a `rows` × `cols` matrix.
     pub fn packed_bytes(self, rows: usize, cols: usize) -> usize {
-        padded_rows(rows) / BLOCK_ROWS * cols.div_ceil(self.block_cols()) * BLOCK_BYTES
+        padded_rows(rows) / BLOCK_ROWS * cols.div_ceil(self.block_cols()) * self.block_bytes()
     }
 }
 
@@ -385,8 +407,8 @@ impl TernaryMatrix {
         }
         let row_blocks = padded_rows(rows) / BLOCK_ROWS;
         let col_blocks = cols.div_ceil(layout.block_cols());
-        let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * BLOCK_BYTES);
-        let block_row_bytes = col_blocks * BLOCK_BYTES;
+        let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * layout.block_bytes());
+        let block_row_bytes = col_blocks * layout.block_bytes();
         let mut valid = true;
         for (rb, out) in data
             .as_mut_slice()
@@ -399,6 +421,7 @@ impl TernaryMatrix {
             valid &= match layout {
                 TernaryLayout::Base3 => pack_row_block(part, n, cols, out),
                 TernaryLayout::TwoBit => two_bit::pack_row_block(part, n, cols, out),
+                TernaryLayout::Lut3 => lut3::pack_row_block(part, n, cols, out),
             };
         }
         if !valid {
@@ -482,7 +505,7 @@ impl TernaryMatrix {
 
     /// The packed bytes of row block `rb` (all its column blocks).
     pub fn row_block(&self, rb: usize) -> &[u8] {
-        let len = self.col_blocks * BLOCK_BYTES;
+        let len = self.col_blocks * self.layout.block_bytes();
         &self.data.as_slice()[rb * len..(rb + 1) * len]
     }
 
@@ -494,6 +517,23 @@ impl TernaryMatrix {
     /// The matrix as row-major `{-1, 0, 1}` values (for tests and tools).
     pub fn unpack(&self) -> Vec<i8> {
         let mut out = vec![0i8; self.rows * self.cols];
+        if self.layout == TernaryLayout::Lut3 {
+            for rb in 0..self.row_blocks {
+                let blocks = self.row_block(rb);
+                for (cb, block) in blocks.chunks_exact(lut3::BLOCK_BYTES).enumerate() {
+                    for i in 0..BLOCK_ROWS {
+                        let r = rb * BLOCK_ROWS + i;
+                        for j in 0..lut3::BLOCK_COLS {
+                            let c = cb * lut3::BLOCK_COLS + j;
+                            if r < self.rows && c < self.cols {
+                                out[r * self.cols + c] = lut3::value(block, i, j);
+                            }
+                        }
+                    }
+                }
+            }
+            return out;
+        }
         for rb in 0..self.row_blocks {
             let blocks = self.row_block(rb);
             for cb in 0..self.col_blocks {
@@ -512,12 +552,14 @@ impl TernaryMatrix {
         out
     }
 
-    /// Digit `d` of a packed byte in this matrix's layout: the code `t + 1`.
+    /// Digit `d` of a packed byte in this matrix's layout: the code `t + 1`
+    /// (the byte-per-row layouts; [`TernaryLayout::Lut3`] has no codes).
     #[inline(always)]
     pub(crate) fn code(&self, byte: u8, d: usize) -> u8 {
         match self.layout {
             TernaryLayout::Base3 => decode_digit(byte, d),
             TernaryLayout::TwoBit => two_bit::decode_code(byte, d),
+            TernaryLayout::Lut3 => unreachable!("the Lut3 layout has no per-byte codes"),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The scalar reference for ternary × int8 products: decode each digit and
-//! multiply-accumulate `t · q` in plain integer arithmetic, in either layout.
+//! multiply-accumulate `t · q` in plain integer arithmetic, in any layout.
 
-use super::{BLOCK_BYTES, BLOCK_ROWS, TernaryMatrix};
+use super::{BLOCK_ROWS, TernaryLayout, TernaryMatrix, lut3};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -19,8 +19,18 @@ pub(crate) fn gemm(
         for rb in blocks.clone() {
             let mut acc = [0i32; BLOCK_ROWS];
             let row_block = w.row_block(rb);
+            let block_bytes = w.layout().block_bytes();
             for cb in 0..w.col_blocks() {
-                let block = &row_block[cb * BLOCK_BYTES..][..BLOCK_BYTES];
+                let block = &row_block[cb * block_bytes..][..block_bytes];
+                if w.layout() == TernaryLayout::Lut3 {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        for c in 0..block_cols {
+                            let t_val = i32::from(lut3::value(block, i, c));
+                            *a += t_val * i32::from(q[cb * block_cols + c]);
+                        }
+                    }
+                    continue;
+                }
                 for (j, &byte) in block.iter().enumerate() {
                     for d in 0..steps {
                         let t_val = i32::from(w.code(byte, d)) - 1;
