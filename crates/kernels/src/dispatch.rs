@@ -172,9 +172,9 @@ impl Kernels {
     }
 
     /// The ternary layout this level's kernels run fastest: the 1.6-bit
-    /// base-3 layout, except on AVX2 without VNNI, where decoding it costs
-    /// more than the bytes it saves (see [`ternary::two_bit`]). Every level
-    /// reads both layouts.
+    /// base-3 layout on AVX-512, the 2-bit one on AVX-VNNI, the 1.67-bit
+    /// lookup layout on AVX2 without VNNI (see [`ternary::lut3`]). Every
+    /// level reads every layout.
     pub fn ternary_layout(&self) -> TernaryLayout {
         self.layout
     }

@@ -155,17 +155,43 @@ pub(crate) fn pack_row_block(values: &[i8], n_rows: usize, cols: usize, out: &mu
 
 /// Writes row `r` of one block; returns non-zero if a value is not in
 /// {-1, 0, 1}.
+///
+/// The 24 values as three little-endian words hold their codes `t + 1`
+/// bytewise ([`code_word`]'s carry-free increment, eight lanes wide); the
+/// 192-bit number `9·C + 3·(C >> 8) + (C >> 16)` then holds, in byte `k`,
+/// the base-3 index of the triple starting at column `k` (at most 26, so no
+/// byte carries into the next), and the groups are its bytes 0, 3, …, 21.
+///
+/// [`code_word`]: super::code_word
 #[inline(always)]
 fn pack_block_row(v: &[i8; BLOCK_COLS], r: usize, block: &mut [u8]) -> u8 {
-    let mut bad = 0u8;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        for (o, &x) in b.iter_mut().zip(&v[8 * i..8 * i + 8]) {
+            *o = x as u8;
+        }
+        let x = u64::from_le_bytes(b);
+        ((x & 0x7f7f_7f7f_7f7f_7f7f) + ONES) ^ ((x ^ ONES) & 0x8080_8080_8080_8080)
+    };
+    let c = [word(0), word(1), word(2)];
+    let bad = c.iter().fold(0, |b, &c| {
+        b | (c & 0xfcfc_fcfc_fcfc_fcfc) | (c & (c >> 1) & ONES)
+    });
+    let next = |i: usize| c.get(i + 1).copied().unwrap_or(0);
+    let sums: [u64; 3] = std::array::from_fn(|i| {
+        let s1 = c[i] >> 8 | next(i) << 56;
+        let s2 = c[i] >> 16 | next(i) << 48;
+        c[i].wrapping_mul(9)
+            .wrapping_add(s1.wrapping_mul(3))
+            .wrapping_add(s2)
+    });
     let mut p = [0u8; GROUPS];
     let mut signs = 0u8;
-    for g in 0..GROUPS {
-        // Codes t + 1: a value outside {-1, 0, 1} gives a code above 2.
-        let [a, b, d] = [v[3 * g], v[3 * g + 1], v[3 * g + 2]].map(|x| x.wrapping_add(1) as u8);
-        bad |= u8::from(a.max(b).max(d) > 2);
-        let e = ENCODE_BYTE[(9 * usize::from(a) + 3 * usize::from(b) + usize::from(d)) & 31];
-        p[g] = e & 15;
+    for (g, pg) in p.iter_mut().enumerate() {
+        let k = 3 * g;
+        let e = ENCODE_BYTE[(sums[k / 8] >> (8 * (k % 8))) as usize & 31];
+        *pg = e & 15;
         signs |= (e >> 4) << (7 - g);
     }
     block[r] = p[0] | p[1] << 4;
@@ -173,7 +199,7 @@ fn pack_block_row(v: &[i8; BLOCK_COLS], r: usize, block: &mut [u8]) -> u8 {
     block[32 + r] = p[2] | p[3] << 4;
     block[48 + r] = p[6] | p[7] << 4;
     block[SIGNS + r] = signs;
-    bad
+    u8::from(bad != 0)
 }
 
 /// The weight of row `r`, column `c` (both within the block) of a packed

@@ -34,19 +34,29 @@
 //!   1 (`t = 0`) and the activations are zero-padded, so padding never
 //!   contributes.
 //!
-//! **The 2-bit layout for AVX2** ([`TernaryLayout::TwoBit`], [`two_bit`]):
-//! the same blocks of 16 rows and the same byte-to-row mapping, but four
-//! 2-bit codes per byte (16 columns per block). Without VNNI, turning base-3
-//! digits into codes costs more vector operations than the 20 % of bytes it
-//! saves: the AVX2 GEMV on the base-3 layout streams about a third of what a
-//! core reads (6.2 GB/s on a Zen 2, 10.4 of 33 on a Zen 5), the 2-bit one is
-//! decoded by a shift and four masks per 32 bytes and keeps up with memory
-//! (measurements below; the reasoning in [`two_bit`]). The AVX-VNNI level
-//! (AVX2 CPUs with the 256-bit `vpdpbusd`: Alder Lake and later Intel
-//! client cores) keeps the 2-bit layout and multiplies with `vpdpbusd`
-//! (`avx_vnni`). Every level reads both layouts (a 2-bit matrix on the
-//! AVX-512 level runs the AVX2 kernels), so the choice only ever costs
-//! speed, never correctness.
+//! **The 2-bit layout** ([`TernaryLayout::TwoBit`], [`two_bit`]): the same
+//! blocks of 16 rows and the same byte-to-row mapping, but four 2-bit codes
+//! per byte (16 columns per block). Without VNNI, turning base-3 digits
+//! into codes costs more vector operations than the 20 % of bytes it saves:
+//! the AVX2 GEMV on the base-3 layout streams about a third of what a core
+//! reads (6.2 GB/s on a Zen 2, 10.4 of 33 on a Zen 5), the 2-bit one is
+//! decoded by a shift and four masks per 32 bytes (the reasoning in
+//! [`two_bit`]). The AVX-VNNI level (AVX2 CPUs with the 256-bit
+//! `vpdpbusd`: Alder Lake and later Intel client cores) packs the 2-bit
+//! layout and multiplies with `vpdpbusd` (`avx_vnni`).
+//!
+//! **The lookup layout for AVX2 without VNNI** ([`TernaryLayout::Lut3`],
+//! [`lut3`]): three weights as a 4-bit pattern index up to sign plus a sign
+//! bit, 1.67 bits per weight, in blocks of 16 rows × 24 columns (80 bytes),
+//! multiplied by `vpshufb` lookups in per-token tables of the activations'
+//! nibbles (`avx2_lut3`). There the 2-bit GEMV is bound by the core's one
+//! integer-multiply port (four `vpmaddubsw` per 128 weights); the lookups
+//! spread over all four vector ports and take fewer cycles per weight than
+//! the multiplies, for 17 % fewer bytes. Measured below.
+//!
+//! Every level reads every layout (a 2-bit or lookup matrix on the AVX-512
+//! level runs the AVX2 kernels), so the choice only ever costs speed, never
+//! correctness.
 //!
 //! Scales are per output row (one per tensor in every real format; per row
 //! makes fused Q/K/V and gate/up matrices possible), applied by a
@@ -77,10 +87,16 @@
 //!   in column chunks with partial sums parked in the panel buffer. Threads
 //!   claim row blocks dynamically. (Two row blocks per tile, which halves the
 //!   activation loads, made LLVM keep the 24 accumulators on the stack and
-//!   ran 2.7× slower.) The panel format is the same for both layouts (step
-//!   `s` = columns `4s..4s+4` of 16 rows), so one micro-kernel serves both.
+//!   ran 2.7× slower.) The panel format is the same for the base-3 and
+//!   2-bit layouts (step `s` = columns `4s..4s+4` of 16 rows), so one
+//!   micro-kernel serves both.
+//! * **Lookup layout** (AVX2 without VNNI, `avx2_lut3`): no panels. One
+//!   token streams the weights as in a GEMV; more tokens take passes of
+//!   three over the rows, each pass reading the weights again (from L2 or
+//!   L3 for a thread's claim). The lookups beat the panel GEMM at every
+//!   token count measured (below), so there is no GEMM for this layout.
 //!
-//! # Lookup tables: tried, not kept
+//! # Lookup tables
 //!
 //! `benches/lut_gemv.rs` implements the T-MAC / TL1 family on AVX-512: 2-bit
 //! pair indices, per-token 16-entry `vpshufb` tables of pair sums split into
@@ -99,7 +115,7 @@
 //! more bytes of a 2-bit layout cost more than any decode saving. For prompt
 //! processing both families decode once per panel, and `vpdpbusd` on decoded
 //! codes is the faster inner loop. So the base-3 layout and the multiply-add
-//! kernels are used for every shape.
+//! kernels are used for every shape on AVX-512.
 //!
 //! **Prompt processing on AVX2, measured again** (issue 13:
 //! `benches/lut_gemm.rs`, Zen 2, one core at 3.34 GHz, 128 tokens). An
@@ -120,8 +136,25 @@
 //! kernel), and a hybrid issuing both kinds shares the same four ports.
 //! Prefill at 2× bitnet.cpp on these two cores (≥ 135 tok/s of 2.09 GMAC)
 //! needs 42 MAC/cycle per core sustained over the whole forward pass,
-//! attention and norms included: beyond both methods here, so the multiply
-//! kernel stays.
+//! attention and norms included: beyond both methods here.
+//!
+//! **The lookup layout, kept on AVX2** (issue 13). What made the lookups
+//! lose above was their bytes (2 bits and more per weight), their tables
+//! (rebuilt per tile) and their sign handling (a lookup per sign plane).
+//! [`lut3`] folds three weights into one 4-bit index up to sign, so one
+//! `vpshufb` covers 48 weights (16 rows × three columns, per 128-bit lane),
+//! applies the sign with one `vpsignb` from a sign bit per group, and stores
+//! 1.67 bits per weight; the tables are built once per token and matrix
+//! (about 1 µs for 2560 columns). Per 96 weights and token: two `vpshufb`,
+//! two `vpsignb`, two `vpaddb`, the index and sign-mask extraction (about
+//! three operations shared by the tokens of a pass) and a quarter of the
+//! widening; about four vector operations per cycle issue on a Zen 2.
+//! Measured there, one core (`examples/probe.rs`, 2560 × 2560, L3-resident,
+//! same run, the previous 2-bit kernels → the lookup kernels): one token
+//! 83.0 → 74.6 µs (79 → 88 GMAC/s), two 135.8 → 134.6, three 306 → 186
+//! (the 2-bit GEMM → a pass of three), eight 646 → 522, 128 tokens
+//! 8.80 → 8.09 ms (95 → 104 GMAC/s, 31 MAC/cycle). Still short of the
+//! 42 MAC/cycle that 2× prefill needs.
 //!
 //! # Measured (this machine)
 //!
@@ -135,8 +168,8 @@
 //! `examples/{probe,decode_probe}.rs`.
 //!
 //! GEMV, one token, GB/s of packed weights (base-3 layout on AVX-512; on
-//! AVX2 the 2-bit layout it runs now, and in brackets the base-3 layout it
-//! ran before, which also means 25 % fewer weights per byte):
+//! AVX2 the 2-bit layout, and in brackets the base-3 layout it ran before,
+//! which also means 25 % fewer weights per byte):
 //!
 //! | shape              | AVX-512 1t | AVX-512 2t | AVX2 1t      | AVX2 2t      | scalar |
 //! |--------------------|-----------:|-----------:|-------------:|-------------:|-------:|
@@ -172,13 +205,19 @@
 //! gives 5.7; a leaner decode (five per digit, the code signs folded into
 //! a per-row constant) counts out near 10 cycles per 32 bytes, 9–10 GB/s:
 //! a few per cent over break-even on two threads, still behind on one.
+//! The lookup layout (1.67 bits, 434 MB for the 30 layers) replaced the
+//! 2-bit one on that Zen 2 (3.3 GHz; builds alternating in one session,
+//! `decode_probe avx2 THREADS`): one token 31.0–32.9 → 26.5 ms on one core,
+//! 16.5–16.6 → 14.8–14.9 ms on two (29.5 GB/s of its bytes); the 128-token
+//! prompt step 2.89 → 2.59 s on one core, 1.48 → 1.35 s on two.
 //!
 //! GEMV/GEMM switch. AVX-512, 2560×2560, two threads, µs per product: 21,
 //! 31, 39, 49, 59, 80 for 1, 2, 3, 4, 6, 8 tokens (GEMV), 131, 185, 288 for
 //! 12, 16, 32 (GEMM). One thread: the GEMM path takes 173 µs at 5 and 215
 //! at 9 tokens (its panel decode costs about one GEMV), the GEMV 166 at 8,
-//! so GEMV serves up to 8 tokens. On AVX2 (2-bit layout) the GEMM path
-//! wins from 3 (see `avx2_two_bit::GEMV_MAX_TOKENS`).
+//! so GEMV serves up to 8 tokens. On AVX2 with the 2-bit layout the GEMM
+//! path wins from 3 (see `avx2_two_bit::GEMV_MAX_TOKENS`); the lookup layout
+//! has no GEMM (see above).
 //!
 //! GEMM, 128 tokens, GMAC/s:
 //!
@@ -281,19 +320,20 @@ pub fn padded_rows(rows: usize) -> usize {
     rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS
 }
 
-/// How a [`TernaryMatrix`] stores its weights. Both layouts use blocks of
-/// 16 rows in 64 bytes, row-block-major, with byte `j` of a block belonging
-/// to row `j / 4` and holding the columns `j % 4 + 4·d` (one "step" of four
-/// columns per digit `d`), so every kernel sees the same operand shape.
+/// How a [`TernaryMatrix`] stores its weights. Every layout stores blocks
+/// of 16 rows, row-block-major. The base-3 and 2-bit ones use 64-byte
+/// blocks with byte `j` belonging to row `j / 4` and holding the columns
+/// `j % 4 + 4·d` (one "step" of four columns per digit `d`), so their
+/// kernels see the same operand shape; the lookup layout has its own (see
+/// [`lut3`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TernaryLayout {
     /// Five base-3 digits per byte, 1.6 bits per weight (20 columns per
     /// block): the fewest bytes; for AVX-512 VNNI and the scalar reference.
     Base3,
     /// Four 2-bit codes per byte, 2 bits per weight (16 columns per block):
-    /// 25 % more bytes, but one shift and four masks decode 32 bytes, which
-    /// is what AVX2 without VNNI needs to keep up with memory (see
-    /// [`two_bit`]).
+    /// 25 % more bytes, but one shift and four masks decode 32 bytes (see
+    /// [`two_bit`]); for AVX-VNNI's `vpdpbusd`.
     TwoBit,
     /// Three weights per 4-bit pattern index and a sign bit, 1.67 bits per
     /// weight (24 columns per 80-byte block): for the lookup-table GEMV of

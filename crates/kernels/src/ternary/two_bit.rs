@@ -1,5 +1,6 @@
 //! The 2-bit layout ([`super::TernaryLayout::TwoBit`]), for AVX2 CPUs
-//! without VNNI.
+//! with AVX-VNNI (it served AVX2 without VNNI too, until the lookup layout
+//! of [`super::lut3`] replaced it there).
 //!
 //! A block is 16 rows × 16 columns in 64 bytes. Byte `j` belongs to row
 //! `j / 4`; its bits `2d..2d+2` hold the code `t + 1` of column `j % 4 + 4·d`,
@@ -22,9 +23,10 @@
 //! every exact split of the plane or of the activations doubles the
 //! multiplies. No byte-wise AVX2 operation turns a plane into its digit in
 //! fewer than the three operations used (the thresholds 86 and 171 are not
-//! nibble boundaries, so `vpshufb` cannot), and lookup tables over the
-//! activations need 16-bit entries to stay exact, so they cost more per
-//! weight than the multiply. Measured on a Zen 2 (issue 13), that loop
+//! nibble boundaries, so `vpshufb` cannot), and the lookup tables tried
+//! then (column pairs, 16-bit entries) cost more per weight than the
+//! multiply; the sign-folded triples of [`super::lut3`] later did better.
+//! Measured on a Zen 2 (issue 13), that loop
 //! streams 6.2 GB/s of packed weights per core, 40 % of what the core can
 //! read.
 //!
