@@ -3,9 +3,9 @@
 //! Run with `cargo bench -p bitnet-kernels --bench kernels`; pick a subset with
 //! a filter (`-- ternary_gemv`). Cases are named `shape/isa/threads`, with
 //! the ternary weights in the layout the level prefers
-//! ([`Kernels::ternary_layout`]: 2-bit on AVX2, base-3 elsewhere); a
-//! `/base3` suffix forces the 1.6-bit layout (the AVX2 level before it had
-//! its own).
+//! ([`Kernels::ternary_layout`]: the lookup layout on AVX2, 2-bit on
+//! AVX-VNNI, base-3 on AVX-512); a `/base3` suffix forces the 1.6-bit
+//! layout and `/twobit` the 2-bit one (the AVX2 level's earlier layouts).
 //! Throughput: GEMV and head cases count the weight bytes streamed (so the
 //! figure compares directly with `stream_read`, the memory-bandwidth
 //! ceiling); GEMM cases count multiply-accumulates (items/s = MAC/s).
@@ -79,7 +79,7 @@ fn acts(n: usize, cols: usize, k: &Kernels) -> QuantizedActs {
     q
 }
 
-/// A parsed case: `shape/isa/threads[/base3]`.
+/// A parsed case: `shape/isa/threads[/base3|/twobit]`.
 struct Case {
     rows: usize,
     cols: usize,
@@ -95,6 +95,7 @@ fn parse(case: &str) -> Option<Case> {
     let k = Kernels::for_isa(Isa::from_name(isa)?)?;
     let layout = match parts.next() {
         Some("base3") => TernaryLayout::Base3,
+        Some("twobit") => TernaryLayout::TwoBit,
         _ => k.ternary_layout(),
     };
     Some(Case {
@@ -109,6 +110,7 @@ fn parse(case: &str) -> Option<Case> {
 const GEMV_CASES: &[&str] = &[
     "2560x2560/scalar/1t",
     "2560x2560/avx2/1t/base3",
+    "2560x2560/avx2/1t/twobit",
     "2560x2560/avx2/1t",
     "2560x2560/avx512/1t",
     "2560x2560/avx2/2t",
@@ -122,6 +124,7 @@ const GEMV_CASES: &[&str] = &[
     "640x2560/avx512/2t",
     "3840x2560/avx512/2t",
     "13824x2560/avx2/1t/base3",
+    "13824x2560/avx2/1t/twobit",
     "13824x2560/avx2/1t",
     "13824x2560/avx512/1t",
     "13824x2560/avx2/2t",
@@ -129,6 +132,7 @@ const GEMV_CASES: &[&str] = &[
     "13824x2560/avxvnni/2t",
     "13824x2560/avx512/2t",
     "2560x6912/avx2/1t/base3",
+    "2560x6912/avx2/1t/twobit",
     "2560x6912/avx2/1t",
     "2560x6912/avxvnni/1t",
     "2560x6912/avx512/1t",

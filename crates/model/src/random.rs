@@ -819,6 +819,18 @@ mod tests {
             2,
         );
         assert!((e2.ternary as f64 - n as f64 * 0.25).abs() < 0.01 * n as f64 * 0.25);
+        // The lookup layout of AVX2 without VNNI: 5 bits per 3 weights.
+        let e3 = MemoryEstimate::new(
+            &hp,
+            TernaryLayout::Lut3,
+            DenseType::F16,
+            4096,
+            KvType::F16,
+            512,
+            2,
+        );
+        let lut3 = n as f64 * 5.0 / 24.0;
+        assert!((e3.ternary as f64 - lut3).abs() < 0.01 * lut3);
         assert_eq!(e.dense, 128256 * 2560 * 2);
         assert_eq!(e.kv_cache, 30 * 2 * 640 * 2 * 4096);
         // The 100B shape: 99.96e9 weights, ~20 GB packed.
