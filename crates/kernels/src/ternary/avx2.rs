@@ -150,6 +150,50 @@ pub(super) unsafe fn finish(
     unsafe { _mm256_maskstore_ps(dst, mask, y) };
 }
 
+/// Finishes the sums of row blocks `rbs` (`acc32[s][h][t]`: stream `s`,
+/// rows `8h..8h+8`, token `t0 + t`) into their real rows: `Σ code·q` with
+/// codes `t + 1` (`codes`: the token's `Σ q` is subtracted), else `Σ t·q`.
+///
+/// # Safety
+/// The rows of `rbs` are the caller's; tokens `t0..t0 + T` exist; `out`
+/// is `x.n_tokens() × w.rows()`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn finish_blocks<const T: usize, const S: usize>(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    rbs: [usize; S],
+    t0: usize,
+    acc32: [[[__m256i; T]; 2]; S],
+    codes: bool,
+) {
+    for s in 0..S {
+        for h in 0..2 {
+            let r0 = rbs[s] * BLOCK_ROWS + 8 * h;
+            if r0 >= w.rows() {
+                continue;
+            }
+            for t in 0..T {
+                let act_sum = if codes { x.sums()[t0 + t] } else { 0 };
+                // SAFETY: rows r0..r0+8 belong to this row block (the
+                // caller's); `finish` touches only the real ones.
+                unsafe {
+                    finish(
+                        acc32[s][h][t],
+                        act_sum,
+                        x.scales()[t0 + t],
+                        w.rule(),
+                        w.scales().as_ptr().add(r0),
+                        w.rows() - r0,
+                        out.ptr(t0 + t, r0),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Streaming product for `T` tokens.
 ///
 /// # Safety

@@ -34,9 +34,9 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::avx2::finish;
+use super::avx2::finish_blocks;
 use super::lut3::{BLOCK_BYTES, BLOCK_COLS, PATTERNS, SIGNS};
-use super::{BLOCK_ROWS, PREFETCH_BYTES, TernaryMatrix, prefetch};
+use super::{PREFETCH_BYTES, TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
 use crate::aligned::AlignedBytes;
 use crate::out::OutRows;
@@ -357,28 +357,6 @@ unsafe fn row_blocks<const T: usize, const S: usize>(
         }
         c0 = c1;
     }
-    for s in 0..S {
-        for h in 0..2 {
-            let r0 = rbs[s] * BLOCK_ROWS + 8 * h;
-            if r0 >= w.rows() {
-                continue;
-            }
-            for t in 0..T {
-                // SAFETY: rows r0..r0+8 belong to this row block (ours);
-                // `finish` touches only the real ones. The sums are Σ t·q
-                // already (no code offset to remove).
-                unsafe {
-                    finish(
-                        acc32[s][h][t],
-                        0,
-                        x.scales()[t0 + t],
-                        w.rule(),
-                        w.scales().as_ptr().add(r0),
-                        w.rows() - r0,
-                        out.ptr(t0 + t, r0),
-                    );
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded contract; the row blocks are this thread's.
+    unsafe { finish_blocks(w, x, out, rbs, t0, acc32, false) };
 }

@@ -26,9 +26,9 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::avx2::{broadcast4, finish};
+use super::avx2::{broadcast4, finish_blocks};
 use super::two_bit::{BLOCK_COLS, CODES};
-use super::{BLOCK_BYTES, BLOCK_ROWS, PREFETCH_BYTES, TernaryMatrix, prefetch};
+use super::{BLOCK_BYTES, PREFETCH_BYTES, TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -181,29 +181,8 @@ unsafe fn row_blocks<const T: usize, const S: usize>(
         }
         c0 = c1;
     }
-    for s in 0..S {
-        for h in 0..2 {
-            let r0 = rbs[s] * BLOCK_ROWS + 8 * h;
-            if r0 >= w.rows() {
-                continue;
-            }
-            for t in 0..T {
-                // SAFETY: rows r0..r0+8 belong to this row block (ours);
-                // `finish` touches only the real ones.
-                unsafe {
-                    finish(
-                        acc32[s][h][t],
-                        x.sums()[t],
-                        x.scales()[t],
-                        w.rule(),
-                        w.scales().as_ptr().add(r0),
-                        w.rows() - r0,
-                        out.ptr(t, r0),
-                    );
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded contract; the row blocks are this thread's.
+    unsafe { finish_blocks(w, x, out, rbs, 0, acc32, true) };
 }
 
 /// The four code planes of half `h` (rows `8h..8h+8`) of column block `cb`

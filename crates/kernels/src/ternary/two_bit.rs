@@ -140,19 +140,19 @@ mod tests {
 
     #[test]
     fn rejects_non_ternary_values() {
-        for bad in [2i8, -2, 3, 127, -128] {
-            let mut v = vec![0i8; 2 * 40];
-            v[57] = bad;
-            let err = TernaryMatrix::pack_as(
-                TernaryLayout::TwoBit,
-                2,
-                40,
-                &v,
-                vec![1.0; 2],
-                ScaleRule::Divide,
-            )
-            .unwrap_err();
-            assert!(err.to_string().contains("index 57"), "{bad}: {err}");
+        // Both AVX2 layouts; index 57 lies in a full block of either.
+        for layout in [TernaryLayout::TwoBit, TernaryLayout::Lut3] {
+            for bad in [2i8, -2, 3, 127, -128] {
+                let mut v = vec![0i8; 2 * 40];
+                v[57] = bad;
+                let err =
+                    TernaryMatrix::pack_as(layout, 2, 40, &v, vec![1.0; 2], ScaleRule::Divide)
+                        .unwrap_err();
+                assert!(
+                    err.to_string().contains("index 57"),
+                    "{layout:?} {bad}: {err}"
+                );
+            }
         }
     }
 }
