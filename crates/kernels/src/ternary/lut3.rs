@@ -42,7 +42,7 @@
 //! bytes than 2 bits: decoding, which is memory-bound, gets faster. The
 //! figures are in the `ternary` module doc.
 
-use super::BLOCK_ROWS;
+use super::{BLOCK_ROWS, code_bytes};
 
 /// Columns per block.
 pub const BLOCK_COLS: usize = 24;
@@ -86,10 +86,11 @@ pub const PATTERNS: [[i8; 3]; 16] = {
     out
 };
 
-/// Pattern index and sign bit of each triple, indexed by
-/// `9·(t₀+1) + 3·(t₁+1) + (t₂+1)`.
-const ENCODE: [(u8, u8); 27] = {
-    let mut out = [(0u8, 0u8); 27];
+/// The code of each triple, `p | s << 4` (pattern index and sign bit),
+/// indexed by `9·(t₀+1) + 3·(t₁+1) + (t₂+1)`; padded to 32 entries so that
+/// any 5-bit index is in bounds.
+const ENCODE: [u8; 32] = {
+    let mut out = [0u8; 32];
     let mut i = 0;
     while i < 27 {
         let t = triple(i);
@@ -97,10 +98,10 @@ const ENCODE: [(u8, u8); 27] = {
         while p < 14 {
             let m = PATTERNS[p];
             if m[0] == t[0] && m[1] == t[1] && m[2] == t[2] {
-                out[i] = (p as u8, 0);
+                out[i] = p as u8;
             }
             if m[0] == -t[0] && m[1] == -t[1] && m[2] == -t[2] && p > 0 {
-                out[i] = (p as u8, 1);
+                out[i] = p as u8 | 1 << 4;
             }
             p += 1;
         }
@@ -117,24 +118,12 @@ fn nibble_at(r: usize, g: usize) -> (usize, u32) {
     (32 * (pos / 2) + 16 * lane + r, 4 * (pos % 2) as u32)
 }
 
-/// [`ENCODE`] as one byte per triple (`p | s << 4`), padded to 32 entries
-/// so that any 5-bit index is in bounds.
-const ENCODE_BYTE: [u8; 32] = {
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 27 {
-        out[i] = ENCODE[i].0 | ENCODE[i].1 << 4;
-        i += 1;
-    }
-    out
-};
-
 /// Packs up to 16 rows (`n_rows` × `cols` values, row-major) into the bytes
 /// of one row block (zeroed by the caller); returns `false` if a value is
 /// not in {-1, 0, 1}.
 pub(crate) fn pack_row_block(values: &[i8], n_rows: usize, cols: usize, out: &mut [u8]) -> bool {
     let full = cols / BLOCK_COLS;
-    let mut bad = 0u8;
+    let mut bad = 0u64;
     for r in 0..n_rows.min(BLOCK_ROWS) {
         let row = &values[r * cols..(r + 1) * cols];
         let mut blocks = out.chunks_exact_mut(BLOCK_BYTES);
@@ -154,30 +143,25 @@ pub(crate) fn pack_row_block(values: &[i8], n_rows: usize, cols: usize, out: &mu
     bad == 0
 }
 
-/// Writes row `r` of one block; returns non-zero if a value is not in
-/// {-1, 0, 1}.
+/// Writes row `r` of one block; returns non-zero
+/// if a value is not in {-1, 0, 1}.
 ///
 /// The 24 values as three little-endian words hold their codes `t + 1`
-/// bytewise ([`code_word`]'s carry-free increment, eight lanes wide); the
-/// 192-bit number `9·C + 3·(C >> 8) + (C >> 16)` then holds, in byte `k`,
-/// the base-3 index of the triple starting at column `k` (at most 26, so no
-/// byte carries into the next), and the groups are its bytes 0, 3, …, 21.
-///
-/// [`code_word`]: super::code_word
+/// bytewise ([`code_bytes`]); the 192-bit number
+/// `9·C + 3·(C >> 8) + (C >> 16)` then holds, in byte `k`, the base-3 index
+/// of the triple starting at column `k` (at most 26, so no byte carries
+/// into the next), and the groups are its bytes 0, 3, …, 21.
 #[inline(always)]
-fn pack_block_row(v: &[i8; BLOCK_COLS], r: usize, block: &mut [u8]) -> u8 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let word = |i: usize| {
+fn pack_block_row(v: &[i8; BLOCK_COLS], r: usize, block: &mut [u8]) -> u64 {
+    let mut bad = 0;
+    let c: [u64; 3] = std::array::from_fn(|i| {
         let mut b = [0u8; 8];
         for (o, &x) in b.iter_mut().zip(&v[8 * i..8 * i + 8]) {
             *o = x as u8;
         }
-        let x = u64::from_le_bytes(b);
-        ((x & 0x7f7f_7f7f_7f7f_7f7f) + ONES) ^ ((x ^ ONES) & 0x8080_8080_8080_8080)
-    };
-    let c = [word(0), word(1), word(2)];
-    let bad = c.iter().fold(0, |b, &c| {
-        b | (c & 0xfcfc_fcfc_fcfc_fcfc) | (c & (c >> 1) & ONES)
+        let (c, invalid) = code_bytes(u64::from_le_bytes(b));
+        bad |= invalid;
+        c
     });
     let next = |i: usize| c.get(i + 1).copied().unwrap_or(0);
     let sums: [u64; 3] = std::array::from_fn(|i| {
@@ -191,16 +175,16 @@ fn pack_block_row(v: &[i8; BLOCK_COLS], r: usize, block: &mut [u8]) -> u8 {
     let mut signs = 0u8;
     for (g, pg) in p.iter_mut().enumerate() {
         let k = 3 * g;
-        let e = ENCODE_BYTE[(sums[k / 8] >> (8 * (k % 8))) as usize & 31];
+        let e = ENCODE[(sums[k / 8] >> (8 * (k % 8))) as usize & 31];
         *pg = e & 15;
         signs |= (e >> 4) << (7 - g);
     }
-    block[r] = p[0] | p[1] << 4;
-    block[16 + r] = p[4] | p[5] << 4;
-    block[32 + r] = p[2] | p[3] << 4;
-    block[48 + r] = p[6] | p[7] << 4;
+    // Two groups per byte where `nibble_at` places them.
+    for g in (0..GROUPS).step_by(2) {
+        block[nibble_at(r, g).0] = p[g] | p[g + 1] << 4;
+    }
     block[SIGNS + r] = signs;
-    u8::from(bad != 0)
+    bad
 }
 
 /// The weight of row `r`, column `c` (both within the block) of a packed
@@ -226,13 +210,10 @@ mod tests {
     #[test]
     fn every_triple_has_one_pattern_and_sign() {
         let mut seen = std::collections::HashSet::new();
-        for (i, &(p, s)) in ENCODE.iter().enumerate() {
-            let t = [
-                (i / 9) as i8 - 1,
-                ((i / 3) % 3) as i8 - 1,
-                (i % 3) as i8 - 1,
-            ];
-            assert!(p < 14);
+        for (i, &e) in ENCODE[..27].iter().enumerate() {
+            let (p, s) = (e & 15, e >> 4);
+            let t = triple(i);
+            assert!(p < 14 && s <= 1, "triple {i}: code {e:#x}");
             let m = PATTERNS[usize::from(p)];
             let back = if s == 1 { m.map(|x| -x) } else { m };
             assert_eq!(back, t, "triple {i}");

@@ -737,12 +737,28 @@ fn pack_row_fast(row: &[i8], out: &mut [u8], r: usize, n_blocks: usize, bad: &mu
 /// in {-1, 0, 1}.
 #[inline(always)]
 pub(crate) fn code_word(v: [i8; 4]) -> (u32, u32) {
-    let x = u32::from_le_bytes(v.map(|b| b as u8));
-    // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
-    let c = ((x & 0x7f7f_7f7f) + 0x0101_0101) ^ ((x ^ 0x0101_0101) & 0x8080_8080);
-    // Anything but 0, 1, 2 in a byte marks the block invalid.
-    (c, (c & 0xfcfc_fcfc) | (c & (c >> 1) & 0x0101_0101))
+    code_bytes_u32(u32::from_le_bytes(v.map(|b| b as u8)))
 }
+
+/// Defines `$name(x)`: the bytes of `x` (ternary values) as codes `t + 1`,
+/// and non-zero bits where a byte was not in {-1, 0, 1}; one definition for
+/// the four-byte words of the base-3 and 2-bit packers and the eight-byte
+/// words of the lookup packer.
+macro_rules! code_bytes_fn {
+    ($name:ident, $t:ty) => {
+        #[inline(always)]
+        pub(crate) fn $name(x: $t) -> ($t, $t) {
+            const ONES: $t = <$t>::MAX / 255;
+            const HIGH: $t = ONES * 0x80;
+            // Bytewise x + 1 without carries between bytes: -1, 0, 1 -> 0, 1, 2.
+            let c = ((x & !HIGH) + ONES) ^ ((x ^ ONES) & HIGH);
+            // Anything but 0, 1, 2 in a byte marks the block invalid.
+            (c, (c & (ONES * 0xfc)) | (c & (c >> 1) & ONES))
+        }
+    };
+}
+code_bytes_fn!(code_bytes_u32, u32);
+code_bytes_fn!(code_bytes, u64);
 
 /// One row's 4 bytes of a 20-column block (see [`pack_row_block`]); returns
 /// non-zero bits if a value is not in {-1, 0, 1}.
