@@ -150,6 +150,17 @@ pub(super) unsafe fn finish(
     unsafe { _mm256_maskstore_ps(dst, mask, y) };
 }
 
+/// A thread's row blocks as two streams read side by side: the pairs
+/// `(start + i, start + half + i)`, then an odd last block alone.
+pub(super) fn stream_pairs(
+    blocks: Range<usize>,
+) -> (impl Iterator<Item = [usize; 2]>, Option<usize>) {
+    let half = blocks.len() / 2;
+    let last = (blocks.len() % 2 == 1).then(|| blocks.end - 1);
+    let start = blocks.start;
+    ((0..half).map(move |i| [start + i, start + half + i]), last)
+}
+
 /// Finishes the sums of row blocks `rbs` (`acc32[s][h][t]`: stream `s`,
 /// rows `8h..8h+8`, token `t0 + t`) into their real rows: `Σ code·q` with
 /// codes `t + 1` (`codes`: the token's `Σ q` is subtracted), else `Σ t·q`.

@@ -34,7 +34,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::avx2::finish_blocks;
+use super::avx2::{finish_blocks, stream_pairs};
 use super::lut3::{BLOCK_BYTES, BLOCK_COLS, PATTERNS, SIGNS};
 use super::{PREFETCH_BYTES, TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
@@ -259,20 +259,20 @@ unsafe fn gemv<const T: usize>(
         }
         return;
     }
-    let half = blocks.len() / 2;
-    for i in 0..half {
-        let (a, b) = (blocks.start + i, blocks.start + half + i);
+    let (pairs, last) = stream_pairs(blocks);
+    for rbs in pairs {
         // SAFETY: forwarded contract; both row blocks lie in `blocks`.
-        unsafe { row_blocks::<T, 2>(w, tabs, x, t0, out, [a, b]) };
+        unsafe { row_blocks::<T, 2>(w, tabs, x, t0, out, rbs) };
     }
-    if blocks.len() % 2 == 1 {
+    if let Some(rb) = last {
         // SAFETY: as above.
-        unsafe { row_blocks::<T, 1>(w, tabs, x, t0, out, [blocks.end - 1]) };
+        unsafe { row_blocks::<T, 1>(w, tabs, x, t0, out, [rb]) };
     }
 }
 
-/// Row blocks `rbs` for `T` tokens, read as `S` streams, [`FLUSH`] column
-/// blocks of each in turn.
+/// Row blocks `rbs` for `T` tokens, read as `S` streams block by block
+/// (the streams share each block's table loads), widened every [`FLUSH`]
+/// column blocks.
 ///
 /// # Safety
 /// As [`gemv`]; the row blocks `rbs` exist and are this thread's.

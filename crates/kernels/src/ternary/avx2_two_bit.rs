@@ -26,7 +26,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::avx2::{broadcast4, finish_blocks};
+use super::avx2::{broadcast4, finish_blocks, stream_pairs};
 use super::two_bit::{BLOCK_COLS, CODES};
 use super::{BLOCK_BYTES, PREFETCH_BYTES, TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
@@ -82,15 +82,14 @@ unsafe fn gemv<const T: usize>(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
-    let half = blocks.len() / 2;
-    for i in 0..half {
-        let (a, b) = (blocks.start + i, blocks.start + half + i);
+    let (pairs, last) = stream_pairs(blocks);
+    for rbs in pairs {
         // SAFETY: forwarded contract; both row blocks lie in `blocks`.
-        unsafe { row_blocks::<T, 2>(w, x, out, [a, b]) };
+        unsafe { row_blocks::<T, 2>(w, x, out, rbs) };
     }
-    if blocks.len() % 2 == 1 {
+    if let Some(rb) = last {
         // SAFETY: as above.
-        unsafe { row_blocks::<T, 1>(w, x, out, [blocks.end - 1]) };
+        unsafe { row_blocks::<T, 1>(w, x, out, [rb]) };
     }
 }
 
