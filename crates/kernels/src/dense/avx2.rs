@@ -556,6 +556,37 @@ pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gro
 /// flight (`examples/stream_read.rs`).
 const Q8X_STREAMS: usize = 4;
 
+/// 32 stored int8 codes (8 rows × one 4-column step; stored with their top
+/// bit flipped) as signed codes and their magnitudes, for [`q8_dot4`].
+///
+/// # Safety
+/// `p` must be readable for 32 bytes and 32-byte aligned.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn q8_codes(p: *const u8) -> (__m256i, __m256i) {
+    // SAFETY: the caller's contract.
+    let wq = _mm256_xor_si256(
+        unsafe { _mm256_load_si256(p.cast()) },
+        _mm256_set1_epi8(0x80u8 as i8),
+    );
+    (wq, _mm256_abs_epi8(wq))
+}
+
+/// Per row (`i32` lane) the dot product of its four codes with the four
+/// activation bytes at `a`: `|w| · sign(a, w)` in `vpmaddubsw`, pairs summed
+/// by `vpmaddwd`.
+///
+/// # Safety
+/// `a` must be readable for 4 bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn q8_dot4(wq: __m256i, aw: __m256i, a: *const i8) -> __m256i {
+    // SAFETY: the caller's contract.
+    let a = _mm256_set1_epi32(unsafe { a.cast::<i32>().read_unaligned() });
+    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, wq));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
 /// Tokens `0..T` over groups `gs`, both 8-row halves of each in one pass.
 ///
 /// # Safety
@@ -569,8 +600,6 @@ unsafe fn q8x_streams<const T: usize, const S: usize>(
     gs: [usize; S],
 ) {
     let q: [*const i8; T] = std::array::from_fn(|t| x.row(t).as_ptr());
-    let flip = _mm256_set1_epi8(0x80u8 as i8);
-    let ones = _mm256_set1_epi16(1);
     // [stream][half][token]; constant-index loops only, so that they live
     // in registers.
     let mut acc = [[[_mm256_setzero_ps(); T]; 2]; S];
@@ -581,21 +610,12 @@ unsafe fn q8x_streams<const T: usize, const S: usize>(
             for step in 0..8 {
                 for h in 0..2 {
                     // SAFETY: half `h` of step `step`: 32 aligned bytes.
-                    let wq = _mm256_xor_si256(
-                        unsafe { _mm256_load_si256(codes.add(64 * step + 32 * h).cast()) },
-                        flip,
-                    );
-                    let aw = _mm256_abs_epi8(wq);
+                    let (wq, aw) = unsafe { q8_codes(codes.add(64 * step + 32 * h)) };
                     for t in 0..T {
                         // SAFETY: columns 32b + 4·step .. +4 exist in the
                         // token row.
-                        let a = _mm256_set1_epi32(unsafe {
-                            q[t].add(q8x::BLOCK * b + 4 * step)
-                                .cast::<i32>()
-                                .read_unaligned()
-                        });
-                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, wq));
-                        isum[h][t] = _mm256_add_epi32(isum[h][t], _mm256_madd_epi16(p, ones));
+                        let p = unsafe { q8_dot4(wq, aw, q[t].add(q8x::BLOCK * b + 4 * step)) };
+                        isum[h][t] = _mm256_add_epi32(isum[h][t], p);
                     }
                 }
             }
@@ -644,8 +664,6 @@ unsafe fn q8x_tokens<const T: usize>(
     for t in 0..T {
         q[t] = x.row(t0 + t).as_ptr();
     }
-    let flip = _mm256_set1_epi8(0x80u8 as i8);
-    let ones = _mm256_set1_epi16(1);
     for g in groups {
         for half in 0..2 {
             let r0 = g * q8x::ROWS + 8 * half;
@@ -660,20 +678,11 @@ unsafe fn q8x_tokens<const T: usize>(
                 let mut isum = [_mm256_setzero_si256(); T];
                 for s in 0..8 {
                     // SAFETY: half `half` of step `s`: 32 aligned bytes.
-                    let wq = _mm256_xor_si256(
-                        unsafe { _mm256_load_si256(codes.add(64 * s + 32 * half).cast()) },
-                        flip,
-                    );
-                    let aw = _mm256_abs_epi8(wq);
+                    let (wq, aw) = unsafe { q8_codes(codes.add(64 * s + 32 * half)) };
                     for t in 0..T {
                         // SAFETY: columns 32b + 4s .. +4 exist in the token row.
-                        let a = _mm256_set1_epi32(unsafe {
-                            q[t].add(q8x::BLOCK * b + 4 * s)
-                                .cast::<i32>()
-                                .read_unaligned()
-                        });
-                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, wq));
-                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
+                        let p = unsafe { q8_dot4(wq, aw, q[t].add(q8x::BLOCK * b + 4 * s)) };
+                        isum[t] = _mm256_add_epi32(isum[t], p);
                     }
                 }
                 // SAFETY: 8 f16 scales of this half of the block.

@@ -38,9 +38,9 @@
 //! Why: on a Zen 2 the 2-bit layout's `vpmaddubsw` GEMV is bound by the
 //! core's single integer-multiply port (four per 128 weights). The lookups
 //! run on the two shuffle ports and the byte adds on three, so the same
-//! weights take about as many cycles while the layout reads 17 % fewer
-//! bytes than 2 bits: decoding, which is memory-bound, gets faster. The
-//! figures are in the `ternary` module doc.
+//! weights take fewer cycles (88 against 79 GMAC/s on one core from L3)
+//! while the layout reads 17 % fewer bytes than 2 bits. The figures are in
+//! the `ternary` module doc.
 
 use super::{BLOCK_ROWS, code_bytes};
 
