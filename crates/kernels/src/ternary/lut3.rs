@@ -187,18 +187,23 @@ fn pack_block_row(v: &[i8; BLOCK_COLS], r: usize, block: &mut [u8]) -> u64 {
     bad
 }
 
-/// The weight of row `r`, column `c` (both within the block) of a packed
-/// block.
-#[inline]
-pub fn value(block: &[u8], r: usize, c: usize) -> i8 {
-    let g = c / 3;
-    let (at, shift) = nibble_at(r, g);
-    let p = (block[at] >> shift) & 15;
-    let m = PATTERNS[usize::from(p)][c % 3];
-    if (block[SIGNS + r] >> (7 - g)) & 1 == 1 {
-        -m
-    } else {
-        m
+/// Decodes a packed block: `out[r · 24 + c]` = the weight of row `r`,
+/// column `c`.
+pub(crate) fn decode_block(block: &[u8], out: &mut [i8]) {
+    for (r, row) in out
+        .chunks_exact_mut(BLOCK_COLS)
+        .take(BLOCK_ROWS)
+        .enumerate()
+    {
+        let signs = block[SIGNS + r];
+        for (g, t) in row.chunks_exact_mut(3).enumerate() {
+            let (at, shift) = nibble_at(r, g);
+            let m = PATTERNS[usize::from((block[at] >> shift) & 15)];
+            let neg = (signs >> (7 - g)) & 1 == 1;
+            for (t, m) in t.iter_mut().zip(m) {
+                *t = if neg { -m } else { m };
+            }
+        }
     }
 }
 

@@ -280,6 +280,8 @@ pub const BLOCK_COLS: usize = 20;
 pub const BLOCK_BYTES: usize = 64;
 /// Ternary digits per byte.
 pub const DIGITS: usize = 5;
+/// The widest block of any layout, in columns.
+const MAX_BLOCK_COLS: usize = lut3::BLOCK_COLS;
 
 /// How far ahead of the block it multiplies a streaming GEMV asks for the
 /// weights (a software prefetch per 64-byte block, into L2). The hardware
@@ -557,49 +559,39 @@ impl TernaryMatrix {
     /// The matrix as row-major `{-1, 0, 1}` values (for tests and tools).
     pub fn unpack(&self) -> Vec<i8> {
         let mut out = vec![0i8; self.rows * self.cols];
-        if self.layout == TernaryLayout::Lut3 {
-            for rb in 0..self.row_blocks {
-                let blocks = self.row_block(rb);
-                for (cb, block) in blocks.chunks_exact(lut3::BLOCK_BYTES).enumerate() {
-                    for i in 0..BLOCK_ROWS {
-                        let r = rb * BLOCK_ROWS + i;
-                        for j in 0..lut3::BLOCK_COLS {
-                            let c = cb * lut3::BLOCK_COLS + j;
-                            if r < self.rows && c < self.cols {
-                                out[r * self.cols + c] = lut3::value(block, i, j);
-                            }
-                        }
-                    }
-                }
-            }
-            return out;
-        }
+        let (block_cols, block_bytes) = (self.layout.block_cols(), self.layout.block_bytes());
+        let mut values = [0i8; BLOCK_ROWS * MAX_BLOCK_COLS];
         for rb in 0..self.row_blocks {
-            let blocks = self.row_block(rb);
-            for cb in 0..self.col_blocks {
-                let block = &blocks[cb * BLOCK_BYTES..][..BLOCK_BYTES];
-                for (j, &byte) in block.iter().enumerate() {
-                    let r = rb * BLOCK_ROWS + j / 4;
-                    for d in 0..self.layout.steps_per_block() {
-                        let c = cb * self.layout.block_cols() + j % 4 + 4 * d;
-                        if r < self.rows && c < self.cols {
-                            out[r * self.cols + c] = self.code(byte, d) as i8 - 1;
-                        }
-                    }
+            for (cb, block) in self.row_block(rb).chunks_exact(block_bytes).enumerate() {
+                self.decode_block(block, &mut values);
+                let (r0, c0) = (rb * BLOCK_ROWS, cb * block_cols);
+                let n = block_cols.min(self.cols - c0);
+                for i in 0..BLOCK_ROWS.min(self.rows - r0) {
+                    out[(r0 + i) * self.cols + c0..][..n]
+                        .copy_from_slice(&values[i * block_cols..][..n]);
                 }
             }
         }
         out
     }
 
-    /// Digit `d` of a packed byte in this matrix's layout: the code `t + 1`
-    /// (the byte-per-row layouts; [`TernaryLayout::Lut3`] has no codes).
-    #[inline(always)]
-    pub(crate) fn code(&self, byte: u8, d: usize) -> u8 {
+    /// Decodes one packed block of this matrix's layout:
+    /// `out[i · block_cols + j]` = the weight `t` of row `i`, column `j`.
+    pub(crate) fn decode_block(&self, block: &[u8], out: &mut [i8]) {
+        let cols = self.layout.block_cols();
+        // The byte-per-row layouts: byte `j` holds columns `j % 4 + 4·d` of
+        // row `j / 4` as digit (step) `d`.
+        let mut by_bytes = |code: fn(u8, usize) -> u8| {
+            for (j, &byte) in block.iter().enumerate() {
+                for d in 0..self.layout.steps_per_block() {
+                    out[j / 4 * cols + j % 4 + 4 * d] = code(byte, d) as i8 - 1;
+                }
+            }
+        };
         match self.layout {
-            TernaryLayout::Base3 => decode_digit(byte, d),
-            TernaryLayout::TwoBit => two_bit::decode_code(byte, d),
-            TernaryLayout::Lut3 => unreachable!("the Lut3 layout has no per-byte codes"),
+            TernaryLayout::Base3 => by_bytes(decode_digit),
+            TernaryLayout::TwoBit => by_bytes(two_bit::decode_code),
+            TernaryLayout::Lut3 => lut3::decode_block(block, out),
         }
     }
 

@@ -1,7 +1,7 @@
-//! The scalar reference for ternary × int8 products: decode each digit and
+//! The scalar reference for ternary × int8 products: decode each block and
 //! multiply-accumulate `t · q` in plain integer arithmetic, in any layout.
 
-use super::{BLOCK_ROWS, TernaryLayout, TernaryMatrix, lut3};
+use super::{BLOCK_ROWS, TernaryMatrix, lut3};
 use crate::act::QuantizedActs;
 use crate::out::OutRows;
 
@@ -12,31 +12,22 @@ pub(crate) fn gemm(
     out: &OutRows,
     blocks: std::ops::Range<usize>,
 ) {
-    let (block_cols, steps) = (w.layout().block_cols(), w.layout().steps_per_block());
+    let (block_cols, block_bytes) = (w.layout().block_cols(), w.layout().block_bytes());
     for t in 0..x.n_tokens() {
         let q = x.row(t);
         let s_x = x.scales()[t];
         for rb in blocks.clone() {
             let mut acc = [0i32; BLOCK_ROWS];
-            let row_block = w.row_block(rb);
-            let block_bytes = w.layout().block_bytes();
-            for cb in 0..w.col_blocks() {
-                let block = &row_block[cb * block_bytes..][..block_bytes];
-                if w.layout() == TernaryLayout::Lut3 {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        for c in 0..block_cols {
-                            let t_val = i32::from(lut3::value(block, i, c));
-                            *a += t_val * i32::from(q[cb * block_cols + c]);
-                        }
-                    }
-                    continue;
-                }
-                for (j, &byte) in block.iter().enumerate() {
-                    for d in 0..steps {
-                        let t_val = i32::from(w.code(byte, d)) - 1;
-                        let qv = i32::from(q[cb * block_cols + j % 4 + 4 * d]);
-                        acc[j / 4] += t_val * qv;
-                    }
+            let mut values = [0i8; BLOCK_ROWS * lut3::BLOCK_COLS];
+            for (cb, block) in w.row_block(rb).chunks_exact(block_bytes).enumerate() {
+                w.decode_block(block, &mut values);
+                let q = &q[cb * block_cols..][..block_cols];
+                for (a, row) in acc.iter_mut().zip(values.chunks_exact(block_cols)) {
+                    *a += row
+                        .iter()
+                        .zip(q)
+                        .map(|(&t, &q)| i32::from(t) * i32::from(q))
+                        .sum::<i32>();
                 }
             }
             for (i, &a) in acc.iter().enumerate() {
