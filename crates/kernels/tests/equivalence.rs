@@ -361,6 +361,20 @@ fn check_attention(isa: Isa, heads: usize, d: usize, n: usize, seed: u64) {
     assert_eq!(bits(&y), bits(&o2[..d]), "attn_values_f16 against axpy_f16");
 }
 
+fn check_rmsnorm(isa: Isa, len: usize, seed: u64) {
+    let Some(o) = ops::Ops::for_isa(isa) else {
+        return;
+    };
+    let mut rng = Rng(seed);
+    let spread = [0.01f32, 1.0, 30.0][(seed % 3) as usize];
+    let x: Vec<f32> = (0..len).map(|_| rng.f32() * spread).collect();
+    let w: Vec<f32> = (0..len).map(|_| rng.f32()).collect();
+    let (mut y1, mut y2) = (vec![0f32; len], vec![0f32; len]);
+    o.rmsnorm(&x, &w, 1e-6, &mut y1);
+    ops::scalar::rmsnorm(&x, &w, 1e-6, &mut y2);
+    assert_eq!(bits(&y1), bits(&y2), "rmsnorm of {len}");
+}
+
 fn check_ops(isa: Isa, len: usize, seed: u64) {
     let Some(o) = ops::Ops::for_isa(isa) else {
         return;
@@ -635,6 +649,13 @@ macro_rules! isa_suite {
                 #[test]
                 fn ops_match_scalar(len in 1usize..700, seed: u64) {
                     check_ops($isa, len, seed);
+                }
+
+                /// Long rows reach every level of the cascade sum (a level-2
+                /// flush every 8192 values, level 3 every 131072).
+                #[test]
+                fn rmsnorm_matches_scalar(len in prop_oneof![1usize..9000, 9000usize..140_000], seed: u64) {
+                    check_rmsnorm($isa, len, seed);
                 }
 
                 #[test]
