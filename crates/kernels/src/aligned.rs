@@ -1,13 +1,29 @@
 //! A growable, zero-initialised byte buffer aligned to 64 bytes (one cache
 //! line, one AVX-512 register), for packed weights and activations.
+//!
+//! Buffers of 2 MiB and more (every packed matrix of a real model but the
+//! smallest) are aligned to 2 MiB and, on Linux, advised into transparent
+//! huge pages before their first touch (`madvise(MADV_HUGEPAGE)`, which
+//! takes effect where the system's THP setting is `madvise` or `always`).
+//! Decoding streams every weight once per token, and with 4 KiB pages that
+//! is a TLB miss every 64 cache lines. Two Zen 2 cores, alternating runs:
+//! the 30 ternary layers of 2B-4T from DRAM 14.4 → 13.8 ms (one core
+//! 26.7 → 25.9 ms), tg64 with the int8 Q8_0 head 41.8 → 43.3 tok/s. The
+//! resident size is unchanged: only whole 2 MiB pages inside the buffer
+//! become huge pages.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
 /// Alignment of every [`AlignedBytes`] buffer.
 pub const ALIGN: usize = 64;
 
-/// An owned, 64-byte-aligned, zero-initialised byte buffer of fixed length.
+/// Buffers of at least this size are aligned to it and backed by huge pages
+/// where the kernel allows.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// An owned, 64-byte-aligned (2 MiB-aligned from 2 MiB), zero-initialised
+/// byte buffer of fixed length.
 pub struct AlignedBytes {
     ptr: NonNull<u8>,
     len: usize,
@@ -28,6 +44,24 @@ impl AlignedBytes {
             return AlignedBytes { ptr, len: 0 };
         }
         let layout = Self::layout(len);
+        if layout.align() == HUGE_PAGE {
+            // SAFETY: `layout` has a non-zero size.
+            let raw = unsafe { alloc(layout) };
+            let Some(ptr) = NonNull::new(raw) else {
+                handle_alloc_error(layout)
+            };
+            #[cfg(target_os = "linux")]
+            // SAFETY: the range is this fresh, page-aligned allocation; the
+            // advice only changes how the kernel backs it. Its result is
+            // ignored on purpose: where THP is off the buffer keeps 4 KiB
+            // pages and works the same.
+            unsafe {
+                libc::madvise(raw.cast(), len, libc::MADV_HUGEPAGE);
+            }
+            // SAFETY: `raw` is valid for `len` bytes.
+            unsafe { std::ptr::write_bytes(raw, 0, len) };
+            return AlignedBytes { ptr, len };
+        }
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else {
@@ -37,6 +71,9 @@ impl AlignedBytes {
     }
 
     fn layout(len: usize) -> Layout {
+        if len >= HUGE_PAGE {
+            return Layout::from_size_align(len, HUGE_PAGE).expect("buffer size overflows isize");
+        }
         Layout::from_size_align(len, ALIGN).expect("buffer size overflows isize")
     }
 
@@ -106,11 +143,14 @@ mod tests {
 
     #[test]
     fn aligned_and_zeroed() {
-        for len in [0, 1, 63, 64, 1000] {
+        for len in [0, 1, 63, 64, 1000, HUGE_PAGE - 1, HUGE_PAGE, 3 * HUGE_PAGE + 5] {
             let b = AlignedBytes::zeroed(len);
             assert_eq!(b.len(), len);
-            assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+            let align = if len >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };
+            assert_eq!(b.as_slice().as_ptr() as usize % align, 0, "{len} bytes");
             assert!(b.as_slice().iter().all(|&x| x == 0));
+            let c = b.clone();
+            assert_eq!(c.as_slice(), b.as_slice());
         }
     }
 }
