@@ -1,11 +1,12 @@
 //! One forward step over the 30 ternary layers of 2B-4T (417 MB) for
 //! `TOKENS` tokens (1: a decode step; 128: a prompt), including the
-//! activation quantisation: `decode_probe ISA THREADS [ITERS] [TOKENS]`;
+//! activation quantisation, the matrices in one shared buffer as the model
+//! loader packs them: `decode_probe ISA THREADS [ITERS] [TOKENS]`;
 //! prints the best time, GB/s of weights and GMAC/s.
 
 use std::time::Instant;
 
-use bitnet_kernels::{Isa, Kernels, QuantizedActs, ScaleRule, TernaryMatrix};
+use bitnet_kernels::{Isa, Kernels, QuantizedActs, ScaleRule, SharedPacking, TernaryMatrix};
 use bitnet_threads::ThreadPool;
 
 fn main() {
@@ -21,21 +22,28 @@ fn main() {
             .wrapping_add(1442695040888963407);
         s >> 33
     };
-    let one: Vec<TernaryMatrix> = [(3840, 2560), (2560, 2560), (13824, 2560), (2560, 6912)]
+    // The 30 layers in one shared buffer, as the model loader packs them.
+    let shapes = [(3840, 2560), (2560, 2560), (13824, 2560), (2560, 6912)];
+    let values: Vec<Vec<i8>> = shapes
         .iter()
-        .map(|&(r, c)| {
-            let v: Vec<i8> = (0..r * c).map(|_| (next() % 3) as i8 - 1).collect();
-            k.pack_ternary(r, c, &v, vec![1.0; r], ScaleRule::Multiply)
+        .map(|&(r, c)| (0..r * c).map(|_| (next() % 3) as i8 - 1).collect())
+        .collect();
+    let all: Vec<(usize, usize)> = (0..30).flat_map(|_| shapes).collect();
+    let mut packing = SharedPacking::new(k.ternary_layout(), &all);
+    let parts: Vec<_> = packing
+        .slots()
+        .into_iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            let rows = slot.rows();
+            slot.pack(&values[i % 4], vec![1.0; rows], ScaleRule::Multiply)
                 .unwrap()
         })
         .collect();
-    let layers: Vec<Vec<TernaryMatrix>> = (0..30).map(|_| one.clone()).collect();
-    let bytes: usize = layers.iter().flatten().map(|m| m.size_bytes()).sum();
-    let macs: usize = layers
-        .iter()
-        .flatten()
-        .map(|m| m.rows() * m.cols() * n)
-        .sum();
+    let mats: Vec<TernaryMatrix> = packing.finish(parts).unwrap();
+    let layers: Vec<&[TernaryMatrix]> = mats.chunks(4).collect();
+    let bytes: usize = mats.iter().map(|m| m.size_bytes()).sum();
+    let macs: usize = mats.iter().map(|m| m.rows() * m.cols() * n).sum();
     let xa: Vec<f32> = (0..n * 2560)
         .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
         .collect();
@@ -50,7 +58,7 @@ fn main() {
     for _ in 0..iters {
         let t = Instant::now();
         for layer in &layers {
-            for m in layer {
+            for m in layer.iter() {
                 let x = if m.cols() == 2560 {
                     k.quantize(&xa, n, 2560, &mut qa);
                     &qa

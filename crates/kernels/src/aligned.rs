@@ -143,7 +143,16 @@ mod tests {
 
     #[test]
     fn aligned_and_zeroed() {
-        for len in [0, 1, 63, 64, 1000, HUGE_PAGE - 1, HUGE_PAGE, 3 * HUGE_PAGE + 5] {
+        for len in [
+            0,
+            1,
+            63,
+            64,
+            1000,
+            HUGE_PAGE - 1,
+            HUGE_PAGE,
+            3 * HUGE_PAGE + 5,
+        ] {
             let b = AlignedBytes::zeroed(len);
             assert_eq!(b.len(), len);
             let align = if len >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };

@@ -71,4 +71,4 @@ pub use dense::{DenseMatrix, DenseType};
 pub use dispatch::{KERNEL_ENV, Kernels};
 pub use error::{Error, Result};
 pub use isa::Isa;
-pub use ternary::{ScaleRule, TernaryLayout, TernaryMatrix};
+pub use ternary::{PackSlot, PackedParts, ScaleRule, SharedPacking, TernaryLayout, TernaryMatrix};

@@ -265,12 +265,17 @@ pub mod lut3;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
 pub(crate) mod scalar;
+mod shared;
 pub mod two_bit;
 
 use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::aligned::AlignedBytes;
 use crate::error::{Error, Result};
+
+pub use shared::{PackSlot, PackedParts, SharedPacking};
 
 /// Rows per packed block.
 pub const BLOCK_ROWS: usize = 16;
@@ -403,9 +408,27 @@ pub struct TernaryMatrix {
     cols: usize,
     row_blocks: usize,
     col_blocks: usize,
-    data: AlignedBytes,
+    data: Storage,
     scales: Vec<f32>,
     rule: ScaleRule,
+}
+
+/// Where a matrix's packed bytes live.
+#[derive(Clone, Debug)]
+enum Storage {
+    /// A buffer of its own.
+    Own(AlignedBytes),
+    /// A range of a buffer shared with other matrices ([`SharedPacking`]).
+    Shared(Arc<AlignedBytes>, Range<usize>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Own(b) => b.as_slice(),
+            Storage::Shared(b, range) => &b.as_slice()[range.clone()],
+        }
+    }
 }
 
 impl TernaryMatrix {
@@ -433,59 +456,37 @@ impl TernaryMatrix {
         scales: Vec<f32>,
         rule: ScaleRule,
     ) -> Result<TernaryMatrix> {
-        if rows == 0 || cols == 0 || values.len() != rows * cols {
-            return Err(Error::Shape {
-                what: "ternary values",
-                expected: format!("{rows} x {cols} = {} values", rows * cols),
-                found: values.len().to_string(),
-            });
-        }
-        if scales.len() != rows {
-            return Err(Error::Shape {
-                what: "ternary row scales",
-                expected: rows.to_string(),
-                found: scales.len().to_string(),
-            });
-        }
-        let row_blocks = padded_rows(rows) / BLOCK_ROWS;
-        let col_blocks = cols.div_ceil(layout.block_cols());
-        let mut data = AlignedBytes::zeroed(row_blocks * col_blocks * layout.block_bytes());
-        let block_row_bytes = col_blocks * layout.block_bytes();
-        let mut valid = true;
-        for (rb, out) in data
-            .as_mut_slice()
-            .chunks_exact_mut(block_row_bytes)
-            .enumerate()
-        {
-            let r0 = rb * BLOCK_ROWS;
-            let n = (rows - r0).min(BLOCK_ROWS);
-            let part = &values[r0 * cols..(r0 + n) * cols];
-            valid &= match layout {
-                TernaryLayout::Base3 => pack_row_block(part, n, cols, out),
-                TernaryLayout::TwoBit => two_bit::pack_row_block(part, n, cols, out),
-                TernaryLayout::Lut3 => lut3::pack_row_block(part, n, cols, out),
-            };
-        }
-        if !valid {
-            let i = values
-                .iter()
-                .position(|v| !(-1..=1).contains(v))
-                .unwrap_or_default();
-            return Err(Error::NotTernary {
-                index: i,
-                value: values[i],
-            });
-        }
-        Ok(TernaryMatrix {
+        check_shape(rows, cols, values, &scales)?;
+        let mut data = AlignedBytes::zeroed(layout.packed_bytes(rows, cols));
+        pack_values(layout, rows, cols, values, data.as_mut_slice())?;
+        Ok(TernaryMatrix::with_storage(
             layout,
             rows,
             cols,
-            row_blocks,
-            col_blocks,
+            Storage::Own(data),
+            scales,
+            rule,
+        ))
+    }
+
+    fn with_storage(
+        layout: TernaryLayout,
+        rows: usize,
+        cols: usize,
+        data: Storage,
+        scales: Vec<f32>,
+        rule: ScaleRule,
+    ) -> TernaryMatrix {
+        TernaryMatrix {
+            layout,
+            rows,
+            cols,
+            row_blocks: padded_rows(rows) / BLOCK_ROWS,
+            col_blocks: cols.div_ceil(layout.block_cols()),
             data,
             scales,
             rule,
-        })
+        }
     }
 
     /// The storage layout.
@@ -542,18 +543,18 @@ impl TernaryMatrix {
 
     /// The packed bytes.
     pub fn data(&self) -> &[u8] {
-        self.data.as_slice()
+        self.data.bytes()
     }
 
     /// The packed bytes of row block `rb` (all its column blocks).
     pub fn row_block(&self, rb: usize) -> &[u8] {
         let len = self.col_blocks * self.layout.block_bytes();
-        &self.data.as_slice()[rb * len..(rb + 1) * len]
+        &self.data.bytes()[rb * len..(rb + 1) * len]
     }
 
     /// Memory held by the packed weights and scales.
     pub fn size_bytes(&self) -> usize {
-        self.data.len() + self.scales.len() * 4
+        self.data.bytes().len() + self.scales.len() * 4
     }
 
     /// The matrix as row-major `{-1, 0, 1}` values (for tests and tools).
@@ -623,6 +624,61 @@ impl TernaryMatrix {
         }
         TernaryMatrix::pack_as(first.layout, rows, first.cols, &values, scales, first.rule)
     }
+}
+
+/// Checks the shapes of a matrix to pack: `rows × cols` values, one scale
+/// per row.
+fn check_shape(rows: usize, cols: usize, values: &[i8], scales: &[f32]) -> Result<()> {
+    if rows == 0 || cols == 0 || values.len() != rows * cols {
+        return Err(Error::Shape {
+            what: "ternary values",
+            expected: format!("{rows} x {cols} = {} values", rows * cols),
+            found: values.len().to_string(),
+        });
+    }
+    if scales.len() != rows {
+        return Err(Error::Shape {
+            what: "ternary row scales",
+            expected: rows.to_string(),
+            found: scales.len().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Packs `rows × cols` values (shape checked) in `layout` into `out`
+/// (`layout.packed_bytes(rows, cols)` zeroed bytes).
+fn pack_values(
+    layout: TernaryLayout,
+    rows: usize,
+    cols: usize,
+    values: &[i8],
+    out: &mut [u8],
+) -> Result<()> {
+    let col_blocks = cols.div_ceil(layout.block_cols());
+    let block_row_bytes = col_blocks * layout.block_bytes();
+    let mut valid = true;
+    for (rb, out) in out.chunks_exact_mut(block_row_bytes).enumerate() {
+        let r0 = rb * BLOCK_ROWS;
+        let n = (rows - r0).min(BLOCK_ROWS);
+        let part = &values[r0 * cols..(r0 + n) * cols];
+        valid &= match layout {
+            TernaryLayout::Base3 => pack_row_block(part, n, cols, out),
+            TernaryLayout::TwoBit => two_bit::pack_row_block(part, n, cols, out),
+            TernaryLayout::Lut3 => lut3::pack_row_block(part, n, cols, out),
+        };
+    }
+    if !valid {
+        let i = values
+            .iter()
+            .position(|v| !(-1..=1).contains(v))
+            .unwrap_or_default();
+        return Err(Error::NotTernary {
+            index: i,
+            value: values[i],
+        });
+    }
+    Ok(())
 }
 
 thread_local! {

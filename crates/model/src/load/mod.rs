@@ -11,18 +11,21 @@
 //! Repacking is the whole cost of loading (the dense embedding/head is read
 //! in place), so the fused matrices are built in parallel with rayon, one
 //! matrix per job. Each part is decoded straight into its rows of the fused
-//! buffer ([`TensorSource::ternary_into`]; I2_S has a direct decoder), and
-//! once a matrix is packed its source pages are released
-//! ([`TensorSource::release`]: `madvise(DONTNEED)` on a memory-mapped GGUF),
-//! so the file's ternary tensors and their repacked copies are never
-//! resident together. Peak memory is the model plus one unpacked matrix per
-//! thread.
+//! buffer ([`TensorSource::ternary_into`]; I2_S has a direct decoder) and
+//! packed into its slot of one buffer for all ternary matrices
+//! (`bitnet_kernels::SharedPacking`, which huge pages cover whole); once a
+//! matrix is packed its source pages are released ([`TensorSource::release`]:
+//! `madvise(DONTNEED)` on a memory-mapped GGUF), so the file's ternary
+//! tensors and their repacked copies are never resident together. Peak
+//! memory is the model plus one unpacked matrix per thread.
 
 pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod ternarize;
 
-use bitnet_kernels::{ScaleRule, TernaryLayout, TernaryMatrix};
+use bitnet_kernels::{
+    PackSlot, PackedParts, ScaleRule, SharedPacking, TernaryLayout, TernaryMatrix,
+};
 use rayon::prelude::*;
 
 use crate::config::{HParams, RopeStyle};
@@ -166,10 +169,10 @@ fn build_matrix(
     src: &dyn TensorSource,
     job: &Job,
     buffers: &Buffers,
-    layout: TernaryLayout,
+    slot: PackSlot<'_>,
 ) -> Result<Packed> {
     let cols = job.cols;
-    let rows: usize = job.parts.iter().map(|p| p.1).sum();
+    let rows = slot.rows();
     let names: Vec<String> = job
         .parts
         .iter()
@@ -179,7 +182,7 @@ fn build_matrix(
     if buf.len() < rows * cols {
         buf.resize(rows * cols, 0);
     }
-    let result = fill_and_pack(src, job, &names, rows, &mut buf[..rows * cols], layout);
+    let result = fill_and_pack(src, job, &names, slot, &mut buf[..rows * cols]);
     buffers.put(buf);
     let m = result?;
     for name in &names {
@@ -208,9 +211,15 @@ impl Buffers {
     }
 }
 
-/// A packed matrix, and the bf16 divisors its multipliers were rounded
-/// from, if every row has one (see [`choose_divisors`]).
+/// A matrix packed into its slot, and the bf16 divisors its multipliers
+/// were rounded from, if every row has one (see [`choose_divisors`]).
 struct Packed {
+    parts: PackedParts,
+    divisors: Option<Vec<f32>>,
+}
+
+/// A packed matrix and its divisors.
+struct Built {
     matrix: TernaryMatrix,
     divisors: Option<Vec<f32>>,
 }
@@ -219,11 +228,11 @@ fn fill_and_pack(
     src: &dyn TensorSource,
     job: &Job,
     names: &[String],
-    rows: usize,
+    slot: PackSlot<'_>,
     values: &mut [i8],
-    layout: TernaryLayout,
 ) -> Result<Packed> {
     let cols = job.cols;
+    let rows = slot.rows();
     let mut scales = Vec::with_capacity(rows);
     let mut rules = Vec::with_capacity(job.parts.len());
     let mut precisions = Vec::with_capacity(job.parts.len());
@@ -254,14 +263,13 @@ fn fill_and_pack(
     } else {
         None
     };
-    let matrix =
-        TernaryMatrix::pack_as(layout, rows, cols, values, scales, rule).map_err(|source| {
-            Error::Kernel {
-                tensor: names[0].clone(),
-                source,
-            }
+    let parts = slot
+        .pack(values, scales, rule)
+        .map_err(|source| Error::Kernel {
+            tensor: names[0].clone(),
+            source,
         })?;
-    Ok(Packed { matrix, divisors })
+    Ok(Packed { parts, divisors })
 }
 
 /// One rule for a fused matrix whose parts (`(rows, rule)` in order) may
@@ -323,7 +331,7 @@ fn group_divisors(
 /// divisors (a checkpoint whose scale is the absmean itself, as
 /// `autobitlinear` ones are, or per-block scales of another origin) keeps
 /// the file's multipliers everywhere. Either way the file loads.
-fn choose_divisors(mats: &mut [Packed]) -> Result<()> {
+fn choose_divisors(mats: &mut [Built]) -> Result<()> {
     if mats.is_empty() || mats.iter().any(|m| m.divisors.is_none()) {
         return Ok(());
     }
@@ -515,12 +523,32 @@ pub(crate) fn build(
             0,
         ));
     }
+    // All ternary matrices in one buffer (huge pages cover all of them: see
+    // `SharedPacking`), packed in place by parallel jobs.
+    let shapes: Vec<(usize, usize)> = jobs
+        .iter()
+        .map(|j| (j.parts.iter().map(|p| p.1).sum(), j.cols))
+        .collect();
+    let mut packing = SharedPacking::new(layout, &shapes);
     let buffers = Buffers::default();
-    let mut mats = jobs
-        .par_iter()
+    let packed = packing
+        .slots()
+        .into_par_iter()
+        .zip(jobs.par_iter())
         .with_max_len(1)
-        .map(|job| build_matrix(src, job, &buffers, layout))
+        .map(|(slot, job)| build_matrix(src, job, &buffers, slot))
         .collect::<Result<Vec<_>>>()?;
+    let (parts, divisors): (Vec<_>, Vec<_>) =
+        packed.into_iter().map(|p| (p.parts, p.divisors)).unzip();
+    let matrices = packing.finish(parts).map_err(|source| Error::Kernel {
+        tensor: "(ternary weights)".into(),
+        source,
+    })?;
+    let mut mats: Vec<Built> = matrices
+        .into_iter()
+        .zip(divisors)
+        .map(|(matrix, divisors)| Built { matrix, divisors })
+        .collect();
     choose_divisors(&mut mats)?;
     let mut mats = mats.into_iter().map(|p| p.matrix);
     let mut layers = Vec::with_capacity(hp.n_layer);
@@ -583,7 +611,7 @@ mod tests {
     use super::ternarize::{StoredAs, bf16_divisor};
     use super::*;
 
-    fn packed(scales: &[f32], precision: Option<StoredAs>) -> Packed {
+    fn packed(scales: &[f32], precision: Option<StoredAs>) -> Built {
         let rows = scales.len();
         let matrix = TernaryMatrix::pack(
             rows,
@@ -594,7 +622,7 @@ mod tests {
         )
         .unwrap();
         let divisors = group_divisors(scales, &[(rows, precision)]);
-        Packed { matrix, divisors }
+        Built { matrix, divisors }
     }
 
     /// f16 block scales of an `autobitlinear` checkpoint (the absmean
