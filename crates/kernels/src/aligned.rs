@@ -45,22 +45,11 @@ impl AlignedBytes {
         }
         let layout = Self::layout(len);
         if layout.align() == HUGE_PAGE {
-            // SAFETY: `layout` has a non-zero size.
-            let raw = unsafe { alloc(layout) };
-            let Some(ptr) = NonNull::new(raw) else {
-                handle_alloc_error(layout)
-            };
-            #[cfg(target_os = "linux")]
-            // SAFETY: the range is this fresh, page-aligned allocation; the
-            // advice only changes how the kernel backs it. Its result is
-            // ignored on purpose: where THP is off the buffer keeps 4 KiB
-            // pages and works the same.
-            unsafe {
-                libc::madvise(raw.cast(), len, libc::MADV_HUGEPAGE);
-            }
-            // SAFETY: `raw` is valid for `len` bytes.
-            unsafe { std::ptr::write_bytes(raw, 0, len) };
-            return AlignedBytes { ptr, len };
+            // SAFETY: every byte is written right away.
+            let b = unsafe { AlignedBytes::uninit(len) };
+            // SAFETY: `b` owns `len` writable bytes.
+            unsafe { std::ptr::write_bytes(b.ptr.as_ptr(), 0, len) };
+            return b;
         }
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -68,6 +57,40 @@ impl AlignedBytes {
             handle_alloc_error(layout)
         };
         AlignedBytes { ptr, len }
+    }
+
+    /// A buffer of `len` bytes whose contents are not initialised
+    /// (for a first touch spread over threads: see
+    /// [`crate::SharedPacking`]); huge-page-advised as [`AlignedBytes::zeroed`].
+    ///
+    /// # Safety
+    /// `len > 0`; every byte must be written (through
+    /// [`AlignedBytes::as_uninit_mut`]) before the buffer is read.
+    pub(crate) unsafe fn uninit(len: usize) -> AlignedBytes {
+        let layout = Self::layout(len);
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
+        #[cfg(target_os = "linux")]
+        if layout.align() == HUGE_PAGE {
+            // SAFETY: the range is this fresh, page-aligned allocation; the
+            // advice only changes how the kernel backs it. Its result is
+            // ignored on purpose: where THP is off the buffer keeps 4 KiB
+            // pages and works the same.
+            unsafe {
+                libc::madvise(raw.cast(), len, libc::MADV_HUGEPAGE);
+            }
+        }
+        AlignedBytes { ptr, len }
+    }
+
+    /// The bytes, possibly not yet initialised.
+    pub(crate) fn as_uninit_mut(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        // SAFETY: `ptr` is valid for `len` bytes (or dangling with len 0),
+        // and `MaybeUninit<u8>` has no validity requirement.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len) }
     }
 
     fn layout(len: usize) -> Layout {
