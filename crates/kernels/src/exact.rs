@@ -46,6 +46,23 @@ pub fn activation_scale(amax: f32) -> f32 {
     (1.0f32 / amax.max(1e-5)) * 127.0
 }
 
+/// Levels of [`cascade_sum`].
+pub(crate) const CASCADE_LEVELS: usize = 4;
+
+/// The shape of [`cascade_sum`] over `n` values: whole 8-float vectors,
+/// steps of the four interleaved accumulators, and the power of two of a
+/// level's length.
+pub(crate) fn cascade_shape(n: usize) -> (usize, usize, usize) {
+    let vec_size = n / 8;
+    let size_ilp = vec_size / 4;
+    let ceil_log2 = if size_ilp <= 2 {
+        1
+    } else {
+        (usize::BITS - (size_ilp - 1).leading_zeros()) as usize
+    };
+    (vec_size, size_ilp, (ceil_log2 / CASCADE_LEVELS).max(4))
+}
+
 /// PyTorch's cascade sum of `n` values given by `load` (SumKernel's
 /// `vectorized_inner_sum` with 8-float vectors): vectors are accumulated by
 /// four interleaved accumulators in levels of 16 (so that only similar
@@ -56,17 +73,8 @@ pub fn activation_scale(amax: f32) -> f32 {
 #[allow(clippy::needless_range_loop)]
 pub fn cascade_sum(n: usize, load: impl Fn(usize) -> f32) -> f32 {
     const W: usize = 8;
-    const LEVELS: usize = 4;
-    let vec_size = n / W;
-    let size_ilp = vec_size / 4;
-    let ceil_log2 = |x: usize| -> usize {
-        if x <= 2 {
-            1
-        } else {
-            (usize::BITS - (x - 1).leading_zeros()) as usize
-        }
-    };
-    let level_power = (ceil_log2(size_ilp) / LEVELS).max(4);
+    const LEVELS: usize = CASCADE_LEVELS;
+    let (vec_size, size_ilp, level_power) = cascade_shape(n);
     let level_step = 1usize << level_power;
     let level_mask = level_step - 1;
     let mut acc = [[[0f32; W]; 4]; LEVELS];

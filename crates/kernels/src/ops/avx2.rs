@@ -452,18 +452,8 @@ pub(crate) unsafe fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
 #[allow(clippy::needless_range_loop)] // PyTorch's loops, line by line
 #[target_feature(enable = "avx2,fma")]
 unsafe fn cascade_sum_squares(x: &[f32]) -> f32 {
-    const LEVELS: usize = 4;
-    let n = x.len();
-    let vec_size = n / 8;
-    let size_ilp = vec_size / 4;
-    let ceil_log2 = |v: usize| -> usize {
-        if v <= 2 {
-            1
-        } else {
-            (usize::BITS - (v - 1).leading_zeros()) as usize
-        }
-    };
-    let level_power = (ceil_log2(size_ilp) / LEVELS).max(4);
+    const LEVELS: usize = crate::exact::CASCADE_LEVELS;
+    let (vec_size, size_ilp, level_power) = crate::exact::cascade_shape(x.len());
     let level_step = 1usize << level_power;
     let level_mask = level_step - 1;
     // Vector `v` squared (v < vec_size).
