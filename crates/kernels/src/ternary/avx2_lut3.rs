@@ -32,6 +32,7 @@
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::avx2::{finish_blocks, stream_pairs};
@@ -59,14 +60,25 @@ const PREFETCH_AHEAD: usize = 4096;
 /// Table bytes per column block and token.
 const TABLE_BYTES: usize = 256;
 
+/// Products whose tables (and nibble split) fit this many bytes build them
+/// on the stack: a one-token product of up to about 10 000 columns (2B-4T's
+/// widest needs 88 KB). The stack is what every thread has whether or not
+/// it took part in earlier products, so decoding allocates nothing even
+/// when a pool worker meets its first wide matrix late (it did: a per-thread
+/// buffer grown on first use allocated in the middle of decoding).
+const STACK_TABLE_BYTES: usize = 128 << 10;
+
+#[repr(C, align(64))]
+struct StackTables([MaybeUninit<u8>; STACK_TABLE_BYTES]);
+
 thread_local! {
-    /// Per-thread lookup tables (and the nibble split they are built from).
+    /// Per-thread lookup tables (and the nibble split they are built from)
+    /// for products too large for [`STACK_TABLE_BYTES`].
     static TABLES: RefCell<AlignedBytes> = RefCell::new(AlignedBytes::zeroed(0));
 }
 
-/// The product for any number of tokens: tables for up to [`CHUNK_TOKENS`]
-/// tokens at a time, then passes of up to [`PASS_TOKENS`] tokens over the
-/// row blocks.
+/// The product for any number of tokens ([`products`]), its tables on the
+/// stack or in a per-thread buffer.
 ///
 /// # Safety
 /// The contract of `avx2::matmul`; `w` is in the lookup layout.
@@ -77,48 +89,74 @@ pub(super) unsafe fn matmul(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
-    let n = x.n_tokens();
-    let table_bytes = w.col_blocks() * TABLE_BYTES;
-    let chunk = n.min(CHUNK_TOKENS);
-    let need = chunk * table_bytes + 2 * x.stride();
+    let chunk = x.n_tokens().min(CHUNK_TOKENS);
+    let need = chunk * w.col_blocks() * TABLE_BYTES + 2 * x.stride();
+    if need <= STACK_TABLE_BYTES {
+        let mut tables = StackTables([const { MaybeUninit::uninit() }; STACK_TABLE_BYTES]);
+        // SAFETY: forwarded contract; the buffer holds `need` bytes, 64-byte
+        // aligned, and `products` writes the tables before it reads them.
+        unsafe { products(w, x, out, blocks, tables.0.as_mut_ptr().cast()) };
+        return;
+    }
     TABLES.with(|buf| {
         let mut buf = buf.borrow_mut();
         if buf.len() < need {
             *buf = AlignedBytes::zeroed(need.next_power_of_two());
         }
-        let base = buf.as_mut_slice().as_mut_ptr();
-        let mut c0 = 0;
-        while c0 < n {
-            let c1 = (c0 + CHUNK_TOKENS).min(n);
-            let mut tabs = [std::ptr::null::<u8>(); CHUNK_TOKENS];
-            for t in c0..c1 {
-                // SAFETY: the buffer holds `chunk` tables and the split;
-                // AVX2 is available (this function's contract).
-                unsafe {
-                    let tab = base.add((t - c0) * table_bytes);
-                    build_tables(x, t, w.col_blocks(), base.add(chunk * table_bytes), tab);
-                    tabs[t - c0] = tab;
-                }
-            }
-            let mut t0 = c0;
-            while t0 < c1 {
-                let tt = (c1 - t0).min(PASS_TOKENS);
-                let tb = &tabs[t0 - c0..];
-                let b = blocks.clone();
-                // SAFETY: forwarded contract; the tables cover every column
-                // block of tokens t0..t0+tt.
-                unsafe {
-                    match tt {
-                        1 => gemv::<1>(w, [tb[0]], x, t0, out, b),
-                        2 => gemv::<2>(w, [tb[0], tb[1]], x, t0, out, b),
-                        _ => gemv::<3>(w, [tb[0], tb[1], tb[2]], x, t0, out, b),
-                    }
-                }
-                t0 += tt;
-            }
-            c0 = c1;
-        }
+        // SAFETY: as above.
+        unsafe { products(w, x, out, blocks, buf.as_mut_slice().as_mut_ptr()) };
     });
+}
+
+/// [`matmul`] with its tables at `base`: tables for up to [`CHUNK_TOKENS`]
+/// tokens at a time, then passes of up to [`PASS_TOKENS`] tokens over the
+/// row blocks.
+///
+/// # Safety
+/// As [`matmul`]; `base` is 64-byte aligned and holds `min(n, CHUNK_TOKENS)`
+/// tables of the matrix's column blocks and two activation rows.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn products(
+    w: &TernaryMatrix,
+    x: &QuantizedActs,
+    out: &OutRows<'_>,
+    blocks: Range<usize>,
+    base: *mut u8,
+) {
+    let n = x.n_tokens();
+    let table_bytes = w.col_blocks() * TABLE_BYTES;
+    let chunk = n.min(CHUNK_TOKENS);
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + CHUNK_TOKENS).min(n);
+        let mut tabs = [std::ptr::null::<u8>(); CHUNK_TOKENS];
+        for t in c0..c1 {
+            // SAFETY: the buffer holds `chunk` tables and the split; AVX2 is
+            // available (this function's contract).
+            unsafe {
+                let tab = base.add((t - c0) * table_bytes);
+                build_tables(x, t, w.col_blocks(), base.add(chunk * table_bytes), tab);
+                tabs[t - c0] = tab;
+            }
+        }
+        let mut t0 = c0;
+        while t0 < c1 {
+            let tt = (c1 - t0).min(PASS_TOKENS);
+            let tb = &tabs[t0 - c0..];
+            let b = blocks.clone();
+            // SAFETY: forwarded contract; the tables cover every column
+            // block of tokens t0..t0+tt.
+            unsafe {
+                match tt {
+                    1 => gemv::<1>(w, [tb[0]], x, t0, out, b),
+                    2 => gemv::<2>(w, [tb[0], tb[1]], x, t0, out, b),
+                    _ => gemv::<3>(w, [tb[0], tb[1], tb[2]], x, t0, out, b),
+                }
+            }
+            t0 += tt;
+        }
+        c0 = c1;
+    }
 }
 
 /// Builds token `t`'s tables for `col_blocks` column blocks at `tab`, using
@@ -263,6 +301,8 @@ fn indices(planes: [__m256i; 2], k: usize) -> __m256i {
 /// # Safety
 /// As [`matmul`]; `tabs` are the tables of tokens `t0..t0 + T`.
 #[target_feature(enable = "avx2,fma")]
+// Out of line: inlined into `products`, the one-token loop ran 2 % slower.
+#[inline(never)]
 unsafe fn gemv<const T: usize>(
     w: &TernaryMatrix,
     tabs: [*const u8; T],
