@@ -39,8 +39,8 @@ pub struct Kernels {
     /// The ternary layout this level runs fastest.
     layout: TernaryLayout,
     /// Token counts up to this take the ternary GEMV path, per layout
-    /// (base-3, 2-bit, lookup).
-    gemv_max_tokens: [usize; 3],
+    /// (base-3, 2-bit; the lookup layout has no other path).
+    gemv_max_tokens: [usize; 2],
 }
 
 /// Claims per thread in a compute-bound product: runs of an eighth of an
@@ -56,8 +56,9 @@ const CLAIMS_PER_THREAD: usize = 8;
 /// cent slower. Two keep some slack for a core slowed by another process.
 const GEMV_CLAIMS_PER_THREAD: usize = 2;
 
-/// Claims per thread in a product of the lookup layout, any token count:
-/// one. Each claim builds its own tables and starts two new weight streams;
+/// Claims per thread in a product of the lookup layout, any token count
+/// (its passes of three tokens serve every count: there is no GEMM, see
+/// `ternary::avx2_lut3`): one. Each claim builds its own tables and starts two new weight streams;
 /// on two Zen 2 cores, 6 alternating runs of the 30 layers of 2B-4T from
 /// DRAM, one claim per thread against two took a decode step from 14.8 to
 /// 13.6 ms (median) and a 128-token prompt step from 1.35 to 1.32 s. A core
@@ -88,7 +89,7 @@ impl Kernels {
             q8: dense::q8x::matmul,
             q6k: q8k::matmul,
             layout: TernaryLayout::Base3,
-            gemv_max_tokens: [0, 0, 0],
+            gemv_max_tokens: [0, 0],
         };
         #[cfg(target_arch = "x86_64")]
         match isa {
@@ -99,7 +100,6 @@ impl Kernels {
                 table.gemv_max_tokens = [
                     ternary::avx2::GEMV_MAX_TOKENS_BASE3,
                     ternary::avx2::GEMV_MAX_TOKENS,
-                    ternary::avx2::GEMV_MAX_TOKENS_LUT3,
                 ];
                 table.dense = dense::avx2::matmul;
                 table.q8 = dense::avx2::q8x_matmul;
@@ -117,7 +117,6 @@ impl Kernels {
                 table.gemv_max_tokens = [
                     ternary::avx512::GEMV_MAX_TOKENS,
                     ternary::avx2::GEMV_MAX_TOKENS,
-                    ternary::avx2::GEMV_MAX_TOKENS_LUT3,
                 ];
                 table.dense = dense::avx512::matmul;
                 table.q8 = dense::avx512::q8x_matmul;
@@ -237,17 +236,15 @@ impl Kernels {
         let out = OutRows::new(out, x.n_tokens(), w.rows());
         let blocks = w.row_blocks();
         let f = self.ternary;
-        let gemv_max = match w.layout() {
-            TernaryLayout::Base3 => self.gemv_max_tokens[0],
-            TernaryLayout::TwoBit => self.gemv_max_tokens[1],
-            TernaryLayout::Lut3 => self.gemv_max_tokens[2],
-        };
-        let claims = if w.layout() == TernaryLayout::Lut3 {
-            LUT3_CLAIMS_PER_THREAD
-        } else if x.n_tokens() <= gemv_max {
-            GEMV_CLAIMS_PER_THREAD
-        } else {
-            2 * CLAIMS_PER_THREAD
+        let claims = match w.layout() {
+            TernaryLayout::Lut3 => LUT3_CLAIMS_PER_THREAD,
+            TernaryLayout::Base3 if x.n_tokens() <= self.gemv_max_tokens[0] => {
+                GEMV_CLAIMS_PER_THREAD
+            }
+            TernaryLayout::TwoBit if x.n_tokens() <= self.gemv_max_tokens[1] => {
+                GEMV_CLAIMS_PER_THREAD
+            }
+            _ => 2 * CLAIMS_PER_THREAD,
         };
         let chunk = blocks.div_ceil(pool.n_threads() * claims).max(1);
         pool.for_each_chunk(blocks, chunk, |_, range| {

@@ -361,14 +361,21 @@ fn check_attention(isa: Isa, heads: usize, d: usize, n: usize, seed: u64) {
     assert_eq!(bits(&y), bits(&o2[..d]), "attn_values_f16 against axpy_f16");
 }
 
+/// Two random rows of `len` values, of a magnitude the seed picks (0.01, 1
+/// or 30), and the generator for more.
+fn two_rows(len: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Rng) {
+    let mut rng = Rng(seed);
+    let spread = [0.01f32, 1.0, 30.0][(seed % 3) as usize];
+    let a = (0..len).map(|_| rng.f32() * spread).collect();
+    let b = (0..len).map(|_| rng.f32() * spread).collect();
+    (a, b, rng)
+}
+
 fn check_rmsnorm(isa: Isa, len: usize, seed: u64) {
     let Some(o) = ops::Ops::for_isa(isa) else {
         return;
     };
-    let mut rng = Rng(seed);
-    let spread = [0.01f32, 1.0, 30.0][(seed % 3) as usize];
-    let x: Vec<f32> = (0..len).map(|_| rng.f32() * spread).collect();
-    let w: Vec<f32> = (0..len).map(|_| rng.f32()).collect();
+    let (x, w, _) = two_rows(len, seed);
     let (mut y1, mut y2) = (vec![0f32; len], vec![0f32; len]);
     o.rmsnorm(&x, &w, 1e-6, &mut y1);
     ops::scalar::rmsnorm(&x, &w, 1e-6, &mut y2);
@@ -379,10 +386,7 @@ fn check_ops(isa: Isa, len: usize, seed: u64) {
     let Some(o) = ops::Ops::for_isa(isa) else {
         return;
     };
-    let mut rng = Rng(seed);
-    let spread = [0.01f32, 1.0, 30.0][(seed % 3) as usize];
-    let a: Vec<f32> = (0..len).map(|_| rng.f32() * spread).collect();
-    let b: Vec<f32> = (0..len).map(|_| rng.f32() * spread).collect();
+    let (a, b, mut rng) = two_rows(len, seed);
     let h: Vec<half::f16> = b.iter().map(|&v| half::f16::from_f32(v)).collect();
     assert_eq!(
         o.dot(&a, &b).to_bits(),

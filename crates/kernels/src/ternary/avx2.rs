@@ -36,9 +36,6 @@ pub(crate) const GEMV_MAX_TOKENS_BASE3: usize = 2;
 /// The same for the 2-bit layout, whose cheaper decoding keeps the GEMV
 /// ahead of the panel-decoding GEMM for more tokens.
 pub(crate) const GEMV_MAX_TOKENS: usize = avx2_two_bit::GEMV_MAX_TOKENS;
-/// The same for the lookup layout: every token count (its passes of three
-/// tokens beat the panel GEMM at every width, see `avx2_lut3`).
-pub(crate) const GEMV_MAX_TOKENS_LUT3: usize = usize::MAX;
 /// Tokens per GEMM register tile.
 pub(crate) const TILE_TOKENS: usize = 6;
 /// Column blocks between `i16` → `i32` flushes in the GEMV (5 products of
