@@ -14,7 +14,7 @@ use crate::dense::q8k::{self, Q8KActs};
 use crate::dense::q8x::{Q8Acts, Q8Matrix};
 use crate::dense::{self, DenseMatrix, DenseType};
 use crate::error::{Error, Result};
-use crate::isa::Isa;
+use crate::isa::{Avx512, Isa};
 use crate::out::OutRows;
 use crate::ternary::{self, ScaleRule, TernaryLayout, TernaryMatrix};
 
@@ -39,8 +39,8 @@ pub struct Kernels {
     /// The ternary layout this level runs fastest.
     layout: TernaryLayout,
     /// Token counts up to this take the ternary GEMV path, per layout
-    /// (base-3, 2-bit; the lookup layout has no other path).
-    gemv_max_tokens: [usize; 2],
+    /// (base-3, 2-bit, lookup).
+    gemv_max_tokens: [usize; 3],
 }
 
 /// Claims per thread in a compute-bound product: runs of an eighth of an
@@ -56,9 +56,9 @@ const CLAIMS_PER_THREAD: usize = 8;
 /// cent slower. Two keep some slack for a core slowed by another process.
 const GEMV_CLAIMS_PER_THREAD: usize = 2;
 
-/// Claims per thread in a product of the lookup layout, any token count
-/// (its passes of three tokens serve every count: there is no GEMM, see
-/// `ternary::avx2_lut3`): one. Each claim builds its own tables and starts two new weight streams;
+/// Claims per thread in a lookup-layout GEMV (on AVX2, any token count: its
+/// passes of three tokens serve every count, see `ternary::avx2_lut3`; on
+/// AVX-512, up to three tokens): one. Each claim builds its own tables and starts two new weight streams;
 /// on two Zen 2 cores, 6 alternating runs of the 30 layers of 2B-4T from
 /// DRAM, one claim per thread against two took a decode step from 14.8 to
 /// 13.6 ms (median) and a 128-token prompt step from 1.35 to 1.32 s. A core
@@ -89,7 +89,7 @@ impl Kernels {
             q8: dense::q8x::matmul,
             q6k: q8k::matmul,
             layout: TernaryLayout::Base3,
-            gemv_max_tokens: [0, 0],
+            gemv_max_tokens: [0, 0, 0],
         };
         #[cfg(target_arch = "x86_64")]
         match isa {
@@ -100,6 +100,7 @@ impl Kernels {
                 table.gemv_max_tokens = [
                     ternary::avx2::GEMV_MAX_TOKENS_BASE3,
                     ternary::avx2::GEMV_MAX_TOKENS,
+                    usize::MAX,
                 ];
                 table.dense = dense::avx2::matmul;
                 table.q8 = dense::avx2::q8x_matmul;
@@ -117,7 +118,15 @@ impl Kernels {
                 table.gemv_max_tokens = [
                     ternary::avx512::GEMV_MAX_TOKENS,
                     ternary::avx2::GEMV_MAX_TOKENS,
+                    ternary::avx512::lut3_gemv_max_tokens(),
                 ];
+                // Zen 4: the lookup layout, where prompts have VBMI for its
+                // panel decoder (every Zen 4 has).
+                if Avx512::detect().is_some_and(Avx512::in_halves)
+                    && table.gemv_max_tokens[2] != usize::MAX
+                {
+                    table.layout = TernaryLayout::Lut3;
+                }
                 table.dense = dense::avx512::matmul;
                 table.q8 = dense::avx512::q8x_matmul;
                 table.q6k = dense::avx2_q6k::matmul;
@@ -181,8 +190,13 @@ impl Kernels {
 
     /// The ternary layout this level's kernels run fastest: the 1.6-bit
     /// base-3 layout on AVX-512, the 2-bit one on AVX-VNNI, the 1.67-bit
-    /// lookup layout on AVX2 without VNNI (see [`ternary::lut3`]). Every
-    /// level reads every layout.
+    /// lookup layout on AVX2 without VNNI (see [`ternary::lut3`]) and on
+    /// AVX-512 cores that split 512-bit operations in halves (Zen 4): there
+    /// the lookup GEMV decoded the 30 layers of 2B-4T from DRAM in 22.2 ms
+    /// on one core against 28.2 for the base-3 one (13.9 against 14.6 on
+    /// two), and prompts decode its blocks into the base-3 GEMM's panels at
+    /// the same speed (`ternary::avx512_lut3`). Every level reads every
+    /// layout.
     pub fn ternary_layout(&self) -> TernaryLayout {
         self.layout
     }
@@ -237,7 +251,9 @@ impl Kernels {
         let blocks = w.row_blocks();
         let f = self.ternary;
         let claims = match w.layout() {
-            TernaryLayout::Lut3 => LUT3_CLAIMS_PER_THREAD,
+            TernaryLayout::Lut3 if x.n_tokens() <= self.gemv_max_tokens[2] => {
+                LUT3_CLAIMS_PER_THREAD
+            }
             TernaryLayout::Base3 if x.n_tokens() <= self.gemv_max_tokens[0] => {
                 GEMV_CLAIMS_PER_THREAD
             }

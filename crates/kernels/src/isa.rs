@@ -155,4 +155,29 @@ impl Avx512 {
     pub fn avx2(self) -> Avx2 {
         Avx2(())
     }
+
+    /// Whether this core runs 512-bit vector operations as two 256-bit
+    /// halves: AMD family 19h, whose only AVX-512 cores are Zen 4 (Zen 3
+    /// has none, Zen 5 is family 1Ah and has full-width units). There the
+    /// lookup layout's GEMV decodes faster than the base-3 one (see
+    /// `Kernels::ternary_layout`).
+    pub fn in_halves(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            let vendor = __cpuid(0);
+            let amd =
+                (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+            let eax = __cpuid(1).eax;
+            let base = (eax >> 8) & 0xf;
+            let family = if base == 0xf {
+                base + ((eax >> 20) & 0xff)
+            } else {
+                base
+            };
+            amd && family == 0x19
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
 }

@@ -23,7 +23,9 @@
 //!   micro-kernel of 16 rows × [`TILE_TOKENS`] tokens over it: 12
 //!   accumulators, one code load and twelve 4-byte activation broadcasts per
 //!   twelve `vpdpbusd`. Partial sums of long rows wait in the panel buffer
-//!   between column chunks.
+//!   between column chunks. A lookup-layout matrix (Zen 4's) gets the same
+//!   panels from [`super::avx512_lut3::decode_panel`]; up to three tokens it
+//!   runs the lookup GEMV of `avx2_lut3`.
 
 // Register-blocked loops index their accumulator arrays with constant
 // ranges on purpose: after full unrolling every index is a constant and the
@@ -42,6 +44,10 @@ use crate::out::OutRows;
 
 /// Largest token count that takes the streaming GEMV path.
 pub(crate) const GEMV_MAX_TOKENS: usize = 8;
+/// Largest token count whose lookup-layout product takes the lookup GEMV of
+/// `avx2_lut3`; more tokens decode panels for [`gemm`]
+/// ([`super::avx512_lut3`]).
+const LUT3_GEMV_MAX_TOKENS: usize = 3;
 /// Widest rows for [`gemv_linear`]: `256 · Σ code·q` must fit in an `i32`
 /// (`|Σ code·q| ≤ 2 · 128 · cols`).
 const LINEAR_MAX_COLS: usize = 32_000;
@@ -74,11 +80,16 @@ pub(crate) unsafe fn matmul(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
+    let n = x.n_tokens();
+    if w.layout() == TernaryLayout::Lut3 && n > lut3_gemv_max_tokens() {
+        // SAFETY: forwarded contract; past the GEMV token counts the CPU has
+        // VBMI (`lut3_gemv_max_tokens`).
+        return unsafe { gemm(w, x, out, blocks) };
+    }
     if w.layout() != TernaryLayout::Base3 {
         // SAFETY: AVX-512 (this table) implies AVX2; forwarded contract.
         return unsafe { super::avx2::matmul(w, x, out, blocks) };
     }
-    let n = x.n_tokens();
     if n <= GEMV_MAX_TOKENS {
         // SAFETY: forwarded contract.
         unsafe {
@@ -101,6 +112,17 @@ pub(crate) unsafe fn matmul(
     } else {
         // SAFETY: forwarded contract.
         unsafe { gemm(w, x, out, blocks) }
+    }
+}
+
+/// Token counts up to this take the lookup GEMV for a lookup-layout matrix:
+/// [`LUT3_GEMV_MAX_TOKENS`] where the CPU has VBMI (which the panel decoder
+/// needs), every count where it has not.
+pub(crate) fn lut3_gemv_max_tokens() -> usize {
+    if is_x86_feature_detected!("avx512vbmi") {
+        LUT3_GEMV_MAX_TOKENS
+    } else {
+        usize::MAX
     }
 }
 
@@ -448,19 +470,22 @@ macro_rules! tile_for {
     };
 }
 
-/// Panel-decoding product for many tokens.
+/// Panel-decoding product for many tokens, of a base-3 matrix or (on a CPU
+/// with VBMI) a lookup-layout one.
 ///
 /// # Safety
-/// The contract of [`matmul`].
+/// The contract of [`matmul`]; `w` is in the base-3 layout, or in the lookup
+/// layout and the CPU has AVX-512 VBMI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: Range<usize>) {
     let col_blocks = w.col_blocks();
     let n = x.n_tokens();
+    let steps = w.layout().steps_per_block();
     // Column chunks whose decoded panel stays within L1.
-    let max_cb = (CHUNK_BYTES / (PANEL_ROW_BLOCKS * DIGITS * 64)).max(1);
+    let max_cb = (CHUNK_BYTES / (PANEL_ROW_BLOCKS * steps * 64)).max(1);
     let n_chunks = col_blocks.div_ceil(max_cb);
     let chunk_cb = col_blocks.div_ceil(n_chunks);
-    let panel_bytes = PANEL_ROW_BLOCKS * DIGITS * chunk_cb * 64;
+    let panel_bytes = PANEL_ROW_BLOCKS * steps * chunk_cb * 64;
     let partial_bytes = if n_chunks > 1 {
         PANEL_ROW_BLOCKS * n * 64
     } else {
@@ -476,14 +501,22 @@ unsafe fn gemm(w: &TernaryMatrix, x: &QuantizedActs, out: &OutRows<'_>, blocks: 
             for c in 0..n_chunks {
                 let cbs = (c * chunk_cb).min(col_blocks)..((c + 1) * chunk_cb).min(col_blocks);
                 let ch = Chunk {
-                    s0: DIGITS * cbs.start,
-                    steps: DIGITS * cbs.len(),
+                    s0: steps * cbs.start,
+                    steps: steps * cbs.len(),
                     first: c == 0,
                     last: c + 1 == n_chunks,
                     partial,
                 };
-                // SAFETY: `buf` holds a full panel chunk and is aligned.
-                unsafe { decode_panel(w, rb, nrb, cbs, buf) };
+                // SAFETY: `buf` holds a full panel chunk and is aligned; a
+                // lookup-layout matrix comes here only on a CPU with VBMI
+                // (`matmul`).
+                unsafe {
+                    if w.layout() == TernaryLayout::Lut3 {
+                        super::avx512_lut3::decode_panel(w, rb, nrb, cbs, buf)
+                    } else {
+                        decode_panel(w, rb, nrb, cbs, buf)
+                    }
+                };
                 let mut t0 = 0;
                 while t0 < n {
                     let nt = TILE_TOKENS.min(n - t0);

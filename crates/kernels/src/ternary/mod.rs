@@ -55,8 +55,11 @@
 //! the multiplies, for 17 % fewer bytes. Measured below.
 //!
 //! Every level reads every layout (a 2-bit or lookup matrix on the AVX-512
-//! level runs the AVX2 kernels), so the choice only ever costs speed, never
-//! correctness.
+//! level runs the AVX2 kernels, except that prompts of a lookup matrix
+//! decode its blocks into the base-3 GEMM's panels where the CPU has VBMI,
+//! [`avx512_lut3`]), so the choice only ever costs speed, never
+//! correctness. The AVX-512 level packs the lookup layout on Zen 4, whose
+//! 512-bit operations run as two halves (`Kernels::ternary_layout`).
 //!
 //! Scales are per output row (one per tensor in every real format; per row
 //! makes fused Q/K/V and gate/up matrices possible), applied by a
@@ -259,6 +262,8 @@ mod avx2_lut3;
 mod avx2_two_bit;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_lut3;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx_vnni;
 pub mod lut3;

@@ -1,0 +1,210 @@
+//! The lookup layout ([`super::lut3`]) decoded for the AVX-512 GEMM.
+//!
+//! On cores that run 512-bit operations as two 256-bit halves (Zen 4), the
+//! lookup GEMV of `avx2_lut3` decodes a token faster than the base-3
+//! `vpdpbusd` GEMV (the 30 layers of 2B-4T from DRAM on one Zen 4 core:
+//! 22.6 against 28.2 ms), but a prompt's passes of lookups are much slower
+//! than the `vpdpbusd` micro-kernel (123 against 212 GMAC/s). So prompts on
+//! such a core decode a lookup-layout panel into the micro-kernel's operand
+//! shape, and the GEMM of `avx512` runs unchanged on it.
+//!
+//! [`decode_panel`] writes, per 24-column block, six *steps*: step `s` is one
+//! vector whose 32-bit lane `r` holds the codes `t + 1` of row `r`, columns
+//! `4s..4s+4`, the columns' natural order, so the activations need no
+//! reordering. Per step, with AVX-512 VBMI:
+//!
+//! * `vpermi2b` gathers, from the block's low- and high-nibble planes, the
+//!   pattern index of each (row, column)'s group;
+//! * an or adds `16·j` (`j` = the column's digit within its group) and
+//!   `vpermb` looks the pair up in a 48-entry table of codes
+//!   `PATTERNS[p][j] + 1`;
+//! * a `vptestmb` of the row's sign byte (replicated across its lane)
+//!   against the group's bit gives the negative groups, whose codes become
+//!   `2 − code`.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::TernaryMatrix;
+use super::lut3::{BLOCK_BYTES, BLOCK_COLS, PATTERNS, SIGNS};
+
+/// Steps (four columns of 16 rows, one vector) per block.
+pub(crate) const STEPS: usize = BLOCK_COLS / 4;
+
+/// What [`step_table`] puts at each lane byte.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// The `vpermi2b` index of the nibble of the column's group `g = c / 3`,
+    /// row `r`: byte `32·((g mod 4) / 2) + 16·(g / 4) + r` of the
+    /// low-nibble plane (`g` even) or of the high-nibble one (`g` odd,
+    /// indices from 64); see the layout in [`super::lut3`].
+    Gather,
+    /// `16·j`, `j = c mod 3`: which digit of the pattern the column is.
+    Digit,
+    /// The sign bit of the column's group: bit `7 − g`.
+    SignBit,
+}
+
+const GATHER: [[u8; 64]; STEPS] = step_table(Entry::Gather);
+const DIGIT: [[u8; 64]; STEPS] = step_table(Entry::Digit);
+const SIGN_BIT: [[u8; 64]; STEPS] = step_table(Entry::SignBit);
+/// `CODES[16·j + p] = PATTERNS[p][j] + 1`.
+const CODES: [u8; 64] = {
+    let mut t = [1u8; 64];
+    let mut j = 0;
+    while j < 3 {
+        let mut p = 0;
+        while p < 16 {
+            t[16 * j + p] = (PATTERNS[p][j] + 1) as u8;
+            p += 1;
+        }
+        j += 1;
+    }
+    t
+};
+/// Replicates byte `4k` of each 32-bit lane into the lane's four bytes.
+const SPREAD: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (i % 16 / 4 * 4) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Per step `s`, the entry for row `r` and column `c = 4s + i` at lane
+/// byte `4r + i`.
+const fn step_table(e: Entry) -> [[u8; 64]; STEPS] {
+    let mut t = [[0u8; 64]; STEPS];
+    let mut s = 0;
+    while s < STEPS {
+        let mut b = 0;
+        while b < 64 {
+            let (r, c) = (b / 4, 4 * s + b % 4);
+            let g = c / 3;
+            t[s][b] = match e {
+                Entry::Gather => (64 * (g % 2) + 32 * ((g % 4) / 2) + 16 * (g / 4) + r) as u8,
+                Entry::Digit => (16 * (c % 3)) as u8,
+                Entry::SignBit => 1 << (7 - g),
+            };
+            b += 1;
+        }
+        s += 1;
+    }
+    t
+}
+
+/// Loads one of the constant tables above.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn constant(t: &[u8; 64]) -> __m512i {
+    // SAFETY: `t` is 64 readable bytes.
+    unsafe { _mm512_loadu_si512(t.as_ptr().cast()) }
+}
+
+/// Decodes column blocks `cbs` of row blocks `rb0..rb0 + nrb` into `buf`:
+/// step `STEPS·c + s` of row block `i` (column block `cbs.start + c`) at
+/// `buf + (step · nrb + i) · 64`, the panel of the `avx512` GEMM.
+///
+/// # Safety
+/// AVX-512 F/BW/VBMI; `w` is in the lookup layout, the row and column
+/// blocks exist; `buf` is 64-byte aligned and holds
+/// `STEPS · cbs.len() · nrb · 64` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(crate) unsafe fn decode_panel(
+    w: &TernaryMatrix,
+    rb0: usize,
+    nrb: usize,
+    cbs: Range<usize>,
+    buf: *mut u8,
+) {
+    let nib = _mm512_set1_epi8(15);
+    let two = _mm512_set1_epi8(2);
+    let (codes, spread) = (constant(&CODES), constant(&SPREAD));
+    for i in 0..nrb {
+        let base = w.row_block(rb0 + i).as_ptr();
+        for (c, cb) in cbs.clone().enumerate() {
+            // SAFETY: block `cb` of the row block is 80 readable bytes.
+            let (planes, signs) = unsafe {
+                let p = base.add(cb * BLOCK_BYTES);
+                (
+                    _mm512_loadu_si512(p.cast()),
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SIGNS).cast())),
+                )
+            };
+            let lo = _mm512_and_si512(planes, nib);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(planes), nib);
+            // Row r's sign byte in all four bytes of lane r.
+            let signs = _mm512_shuffle_epi8(signs, spread);
+            for s in 0..STEPS {
+                let p = _mm512_permutex2var_epi8(lo, constant(&GATHER[s]), hi);
+                let idx = _mm512_or_si512(p, constant(&DIGIT[s]));
+                let code = _mm512_permutexvar_epi8(idx, codes);
+                let neg = _mm512_test_epi8_mask(signs, constant(&SIGN_BIT[s]));
+                let code = _mm512_mask_sub_epi8(code, neg, two, code);
+                let step = STEPS * c + s;
+                // SAFETY: inside the panel (caller), 64-byte aligned.
+                unsafe { _mm512_store_si512(buf.add((step * nrb + i) * 64).cast(), code) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ternary::{ScaleRule, TernaryLayout};
+
+    /// Every code of the panel is the weight at its row and column plus one
+    /// (padding columns and rows hold weight 0), for a random matrix with
+    /// partial row and column blocks.
+    #[test]
+    fn panel_holds_codes_in_column_order() {
+        if !(is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vbmi")) {
+            eprintln!("skipping: this CPU lacks AVX-512 VBMI");
+            return;
+        }
+        let (rows, cols) = (37, 100);
+        let mut s = 7u64;
+        let values: Vec<i8> = (0..rows * cols)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((s >> 33) % 3) as i8 - 1
+            })
+            .collect();
+        let w = TernaryMatrix::pack_as(
+            TernaryLayout::Lut3,
+            rows,
+            cols,
+            &values,
+            vec![1.0; rows],
+            ScaleRule::Multiply,
+        )
+        .unwrap();
+        let col_blocks = w.col_blocks();
+        let nrb = w.row_blocks();
+        let mut buf = crate::aligned::AlignedBytes::zeroed(STEPS * col_blocks * nrb * 64);
+        // SAFETY: the CPU has the features (checked above); the buffer holds
+        // the whole panel and is 64-byte aligned.
+        unsafe { decode_panel(&w, 0, nrb, 0..col_blocks, buf.as_mut_slice().as_mut_ptr()) };
+        let panel = buf.as_mut_slice();
+        for i in 0..nrb {
+            for step in 0..STEPS * col_blocks {
+                for b in 0..64 {
+                    let (r, c) = (16 * i + b / 4, 4 * step + b % 4);
+                    let t = if r < rows && c < cols {
+                        values[r * cols + c]
+                    } else {
+                        0
+                    };
+                    assert_eq!(
+                        panel[(step * nrb + i) * 64 + b] as i8,
+                        t + 1,
+                        "row {r} col {c}"
+                    );
+                }
+            }
+        }
+    }
+}
