@@ -218,12 +218,6 @@ struct Packed {
     divisors: Option<Vec<f32>>,
 }
 
-/// A packed matrix and its divisors.
-struct Built {
-    matrix: TernaryMatrix,
-    divisors: Option<Vec<f32>>,
-}
-
 fn fill_and_pack(
     src: &dyn TensorSource,
     job: &Job,
@@ -331,19 +325,17 @@ fn group_divisors(
 /// divisors (a checkpoint whose scale is the absmean itself, as
 /// `autobitlinear` ones are, or per-block scales of another origin) keeps
 /// the file's multipliers everywhere. Either way the file loads.
-fn choose_divisors(mats: &mut [Built]) -> Result<()> {
-    if mats.is_empty() || mats.iter().any(|m| m.divisors.is_none()) {
+/// `divisors[i]` belongs to `mats[i]`.
+fn choose_divisors(mats: &mut [TernaryMatrix], divisors: Vec<Option<Vec<f32>>>) -> Result<()> {
+    if mats.is_empty() || divisors.iter().any(Option::is_none) {
         return Ok(());
     }
-    for m in mats {
-        if let Some(divisors) = m.divisors.take() {
-            m.matrix
-                .set_scales(divisors, ScaleRule::Divide)
-                .map_err(|source| Error::Kernel {
-                    tensor: "(row scales)".into(),
-                    source,
-                })?;
-        }
+    for (m, d) in mats.iter_mut().zip(divisors.into_iter().flatten()) {
+        m.set_scales(d, ScaleRule::Divide)
+            .map_err(|source| Error::Kernel {
+                tensor: "(row scales)".into(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -540,17 +532,12 @@ pub(crate) fn build(
         .collect::<Result<Vec<_>>>()?;
     let (parts, divisors): (Vec<_>, Vec<_>) =
         packed.into_iter().map(|p| (p.parts, p.divisors)).unzip();
-    let matrices = packing.finish(parts).map_err(|source| Error::Kernel {
+    let mut matrices = packing.finish(parts).map_err(|source| Error::Kernel {
         tensor: "(ternary weights)".into(),
         source,
     })?;
-    let mut mats: Vec<Built> = matrices
-        .into_iter()
-        .zip(divisors)
-        .map(|(matrix, divisors)| Built { matrix, divisors })
-        .collect();
-    choose_divisors(&mut mats)?;
-    let mut mats = mats.into_iter().map(|p| p.matrix);
+    choose_divisors(&mut matrices, divisors)?;
+    let mut mats = matrices.into_iter();
     let mut layers = Vec::with_capacity(hp.n_layer);
     for n in norms {
         let mut next = || mats.next().expect("every job built a matrix");
@@ -611,7 +598,8 @@ mod tests {
     use super::ternarize::{StoredAs, bf16_divisor};
     use super::*;
 
-    fn packed(scales: &[f32], precision: Option<StoredAs>) -> Built {
+    /// A matrix of `scales.len()` rows and its divisors.
+    fn packed(scales: &[f32], precision: Option<StoredAs>) -> (TernaryMatrix, Option<Vec<f32>>) {
         let rows = scales.len();
         let matrix = TernaryMatrix::pack(
             rows,
@@ -621,8 +609,14 @@ mod tests {
             ScaleRule::Multiply,
         )
         .unwrap();
-        let divisors = group_divisors(scales, &[(rows, precision)]);
-        Built { matrix, divisors }
+        (matrix, group_divisors(scales, &[(rows, precision)]))
+    }
+
+    /// `choose_divisors` over the given matrices; returns them.
+    fn choose(built: Vec<(TernaryMatrix, Option<Vec<f32>>)>) -> Vec<TernaryMatrix> {
+        let (mut mats, divisors): (Vec<_>, Vec<_>) = built.into_iter().unzip();
+        choose_divisors(&mut mats, divisors).unwrap();
+        mats
     }
 
     /// f16 block scales of an `autobitlinear` checkpoint (the absmean
@@ -637,35 +631,32 @@ mod tests {
             .map(|i| half::f16::from_f32(0.02 + i as f32 * 3.5e-5).to_f32())
             .find(|&s| bf16_divisor(s, StoredAs::F16).is_none())
             .unwrap();
-        let mut mats = vec![
+        let mats = choose(vec![
             packed(&[lucky; 3], Some(StoredAs::F16)),
             packed(&[unlucky; 2], Some(StoredAs::F16)),
-        ];
-        choose_divisors(&mut mats).unwrap();
-        assert_eq!(mats[0].matrix.rule(), ScaleRule::Multiply);
-        assert_eq!(mats[0].matrix.scales(), &[lucky; 3]);
-        assert_eq!(mats[1].matrix.scales(), &[unlucky; 2]);
+        ]);
+        assert_eq!(mats[0].rule(), ScaleRule::Multiply);
+        assert_eq!(mats[0].scales(), &[lucky; 3]);
+        assert_eq!(mats[1].scales(), &[unlucky; 2]);
     }
 
     #[test]
     fn a_file_of_bf16_reciprocals_gets_its_divisors_back() {
         let w = [11.8125f32, 2.5];
-        let mut mats = vec![
+        let mats = choose(vec![
             packed(&[1.0 / w[0]; 2], Some(StoredAs::F32)),
             packed(
                 &[half::f16::from_f32(1.0 / w[1]).to_f32(); 2],
                 Some(StoredAs::F16),
             ),
-        ];
-        choose_divisors(&mut mats).unwrap();
+        ]);
         for (m, w) in mats.iter().zip(w) {
-            assert_eq!(m.matrix.rule(), ScaleRule::Divide);
-            assert_eq!(m.matrix.scales(), &[w; 2]);
+            assert_eq!(m.rule(), ScaleRule::Divide);
+            assert_eq!(m.scales(), &[w; 2]);
         }
         // A source that does not allow it (no precision) keeps multipliers.
-        let mut mats = vec![packed(&[1.0 / w[0]; 2], None)];
-        choose_divisors(&mut mats).unwrap();
-        assert_eq!(mats[0].matrix.rule(), ScaleRule::Multiply);
+        let mats = choose(vec![packed(&[1.0 / w[0]; 2], None)]);
+        assert_eq!(mats[0].rule(), ScaleRule::Multiply);
     }
 
     #[test]
