@@ -58,10 +58,11 @@ const GEMV_CLAIMS_PER_THREAD: usize = 2;
 
 /// Claims per thread in a lookup-layout GEMV (on AVX2, any token count: its
 /// passes of three tokens serve every count, see `ternary::avx2_lut3`; on
-/// AVX-512, up to three tokens): one. Each claim builds its own tables and starts two new weight streams;
-/// on two Zen 2 cores, 6 alternating runs of the 30 layers of 2B-4T from
-/// DRAM, one claim per thread against two took a decode step from 14.8 to
-/// 13.6 ms (median) and a 128-token prompt step from 1.35 to 1.32 s. A core
+/// AVX-512, up to three tokens): one. Each claim builds its own tables and
+/// starts two new weight streams; on two Zen 2 cores, 6 alternating runs of
+/// the 30 layers of 2B-4T from DRAM, one claim per thread against two took
+/// a decode step from 14.8 to 13.6 ms (median) and a 128-token prompt step
+/// from 1.35 to 1.32 s. A core
 /// slowed by another process then holds up the product (the others cannot
 /// take over its half), the price of the 8 %.
 const LUT3_CLAIMS_PER_THREAD: usize = 1;

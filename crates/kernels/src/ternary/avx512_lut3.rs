@@ -33,7 +33,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::TernaryMatrix;
-use super::lut3::{BLOCK_BYTES, BLOCK_COLS, PATTERNS, SIGNS};
+use super::lut3::{BLOCK_BYTES, BLOCK_COLS, GROUPS, PATTERNS, SIGNS, nibble_at};
 
 /// Steps (four columns of 16 rows, one vector) per block.
 pub(crate) const STEPS: usize = BLOCK_COLS / 4;
@@ -42,9 +42,8 @@ pub(crate) const STEPS: usize = BLOCK_COLS / 4;
 #[derive(Clone, Copy)]
 enum Entry {
     /// The `vpermi2b` index of the nibble of the column's group `g = c / 3`,
-    /// row `r`: byte `32·((g mod 4) / 2) + 16·(g / 4) + r` of the
-    /// low-nibble plane (`g` even) or of the high-nibble one (`g` odd,
-    /// indices from 64); see the layout in [`super::lut3`].
+    /// row `r`: its byte in the low-nibble vector, or (indices from 64) in
+    /// the high-nibble one ([`nibble_at`]).
     Gather,
     /// `32·j`, `j = c mod 3`: which digit of the pattern the column is.
     Digit,
@@ -53,17 +52,22 @@ enum Entry {
 const GATHER: [[u8; 64]; STEPS] = step_table(Entry::Gather);
 const DIGIT: [[u8; 64]; STEPS] = step_table(Entry::Digit);
 
-/// The sign bit (`7 − g`) of the group in the low (`high = false`) or high
-/// nibbles of plane byte `16·l + r`, lane `l` (groups 0, 4, 2, 6 and 1, 5,
-/// 3, 7).
+/// The sign bit (`7 − g`) of the group `g` whose nibble is the low
+/// (`high = false`) or high one of plane byte `b` ([`nibble_at`]: the same
+/// group for every row of a 16-byte lane).
 const fn sign_bits(high: bool) -> [u8; 64] {
     let mut t = [0u8; 64];
-    let mut b = 0;
-    while b < 64 {
-        let l = b / 16;
-        let g = 4 * (l % 2) + 2 * (l / 2) + high as usize;
-        t[b] = 1 << (7 - g);
-        b += 1;
+    let mut g = 0;
+    while g < GROUPS {
+        let (lane, shift) = nibble_at(0, g);
+        if (shift == 4) == high {
+            let mut r = 0;
+            while r < 16 {
+                t[lane + r] = 1 << (7 - g);
+                r += 1;
+            }
+        }
+        g += 1;
     }
     t
 }
@@ -95,9 +99,11 @@ const fn step_table(e: Entry) -> [[u8; 64]; STEPS] {
         let mut b = 0;
         while b < 64 {
             let (r, c) = (b / 4, 4 * s + b % 4);
-            let g = c / 3;
             t[s][b] = match e {
-                Entry::Gather => (64 * (g % 2) + 32 * ((g % 4) / 2) + 16 * (g / 4) + r) as u8,
+                Entry::Gather => {
+                    let (byte, shift) = nibble_at(r, c / 3);
+                    (byte + 16 * shift as usize) as u8
+                }
                 Entry::Digit => (32 * (c % 3)) as u8,
             };
             b += 1;

@@ -113,7 +113,7 @@ const ENCODE: [u8; 32] = {
 /// Byte offset and bit shift of the nibble of group `g`, row `r`, within a
 /// block.
 #[inline(always)]
-fn nibble_at(r: usize, g: usize) -> (usize, u32) {
+pub(crate) const fn nibble_at(r: usize, g: usize) -> (usize, u32) {
     let (lane, pos) = (g / 4, g % 4);
     (32 * (pos / 2) + 16 * lane + r, 4 * (pos % 2) as u32)
 }
