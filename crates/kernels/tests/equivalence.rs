@@ -108,7 +108,14 @@ fn check_ternary(isa: Isa, rows: usize, cols: usize, n: usize, seed: u64, thread
 fn check_ternary_extremes(isa: Isa) {
     let Some(k) = kernels(isa) else { return };
     let pool = ThreadPool::new(1);
-    for (rows, cols, n) in [(16, 2560, 1), (8, 6912, 3), (16, 4096, 2), (16, 640, 9)] {
+    for (rows, cols, n) in [
+        (16, 2560, 1),
+        (8, 6912, 3),
+        (16, 4096, 2),
+        (16, 640, 9),
+        (16, 6912, 33),
+        (9, 2600, 24),
+    ] {
         for (w_val, x_val) in [(1i8, -1.0f32), (1, 1.0), (-1, -1.0), (-1, 1.0)] {
             let values = vec![w_val; rows * cols];
             let mut qa = QuantizedActs::new();
@@ -717,6 +724,18 @@ macro_rules! isa_suite {
                 // side by side and has groups (and padding rows) left over.
                 for (rows, cols, n) in [(2100, 64, 1), (1517, 96, 1), (3001, 32, 1), (1517, 64, 2)] {
                     check_q8($isa, DenseType::Q8_0, rows, cols, n, rows as u64 * 5 + n as u64);
+                }
+            }
+
+            /// Prompt lengths around the AVX2 token-lane kernel's blocks of
+            /// 32 (whole blocks, padded remainders, remainders left to the
+            /// per-token kernels), rows and columns off every block size.
+            #[test]
+            fn ternary_prompt_shapes() {
+                for (rows, cols, n) in [(37, 2567, 32), (29, 1003, 57), (50, 700, 64), (19, 333, 20), (45, 6905, 70), (3, 50, 31), (70, 130, 100)] {
+                    for threads in [1, 2] {
+                        check_ternary($isa, rows, cols, n, rows as u64 * 13 + n as u64, threads);
+                    }
                 }
             }
 

@@ -1,5 +1,7 @@
-//! AVX2 kernels of the lookup layout (see [`super::lut3`]): every product,
-//! from one token to a prompt.
+//! AVX2 kernels of the lookup layout (see [`super::lut3`]): the per-token
+//! kernels, for decoding, short products and the last tokens of a prompt.
+//! Blocks of 32 prompt tokens go to the token-lane kernel of
+//! [`avx2_lut3_prompt`] (from [`PAD_MIN_TOKENS`] tokens on, padded).
 //!
 //! * Tables ([`build_tables`]): per token the activations are split into
 //!   low and high nibbles, and every column block gets 256 bytes of tables:
@@ -19,7 +21,7 @@
 //!   two and three tokens read one stream, and more tokens take passes of
 //!   [`PASS_TOKENS`] over the rows (four tokens spill the accumulators).
 //!
-//! The lookups beat the `vpmaddubsw` panel GEMM of `avx2` at every token
+//! These lookups beat the `vpmaddubsw` panel GEMM of `avx2` at every token
 //! count measured on a Zen 2 (2560 × 2560, one core: 3 tokens 186 against
 //! 306 µs, 8 tokens 522 against 646, 128 tokens 8.09 against 8.80 ms), so
 //! this layout never decodes panels: the GEMM's bound is the single
@@ -36,6 +38,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::avx2::{finish_blocks, stream_pairs};
+use super::avx2_lut3_prompt::{self, LANES};
 use super::lut3::{BLOCK_BYTES, BLOCK_COLS, PATTERNS, SIGNS};
 use super::{TernaryMatrix, prefetch};
 use crate::act::QuantizedActs;
@@ -57,6 +60,11 @@ const PASS_TOKENS: usize = 3;
 /// 27.7 → 26.2 ms and two cores 14.2 → 14.0 ms (medians 28.1 → 26.6 and
 /// 14.8 → 14.5); 2 KB ahead was within noise of 4 KB.
 const PREFETCH_AHEAD: usize = 4096;
+/// The shortest remainder (after whole blocks of [`LANES`] tokens) that the
+/// token-lane kernel takes as a padded block: a block costs the same for 1
+/// or 32 tokens, and on a Zen 5 (2560 × 2560, one core) it beat the passes
+/// from 19 tokens on (16 tokens 696 µs against 799, 20: 866 against 799).
+const PAD_MIN_TOKENS: usize = 20;
 /// Table bytes per column block and token.
 const TABLE_BYTES: usize = 256;
 
@@ -72,9 +80,10 @@ const STACK_TABLE_BYTES: usize = 128 << 10;
 struct StackTables([MaybeUninit<u8>; STACK_TABLE_BYTES]);
 
 thread_local! {
-    /// Per-thread lookup tables (and the nibble split they are built from)
-    /// for products too large for [`STACK_TABLE_BYTES`].
-    static TABLES: RefCell<AlignedBytes> = RefCell::new(AlignedBytes::zeroed(0));
+    /// Per-thread scratch: the lookup tables (and the nibble split they are
+    /// built from) of products too large for [`STACK_TABLE_BYTES`], and the
+    /// token-lane kernel's buffers ([`avx2_lut3_prompt`]).
+    pub(super) static TABLES: RefCell<AlignedBytes> = RefCell::new(AlignedBytes::zeroed(0));
 }
 
 /// The product for any number of tokens ([`products`]), its tables on the
@@ -89,13 +98,28 @@ pub(super) unsafe fn matmul(
     out: &OutRows<'_>,
     blocks: Range<usize>,
 ) {
+    let n = x.n_tokens();
+    // Whole blocks of `LANES` tokens, and a remainder long enough to be
+    // worth a padded block, go to the token-lane kernel.
+    let lanes_end = if n % LANES >= PAD_MIN_TOKENS {
+        n
+    } else {
+        n - n % LANES
+    };
+    if lanes_end > 0 {
+        // SAFETY: forwarded contract; `lanes_end ≤ n`.
+        unsafe { avx2_lut3_prompt::matmul(w, x, out, blocks.clone(), lanes_end) };
+        if lanes_end == n {
+            return;
+        }
+    }
     let chunk = x.n_tokens().min(CHUNK_TOKENS);
     let need = chunk * w.col_blocks() * TABLE_BYTES + 2 * x.stride();
     if need <= STACK_TABLE_BYTES {
         let mut tables = StackTables([const { MaybeUninit::uninit() }; STACK_TABLE_BYTES]);
         // SAFETY: forwarded contract; the buffer holds `need` bytes, 64-byte
         // aligned, and `products` writes the tables before it reads them.
-        unsafe { products(w, x, out, blocks, tables.0.as_mut_ptr().cast()) };
+        unsafe { products(w, x, out, blocks, tables.0.as_mut_ptr().cast(), lanes_end) };
         return;
     }
     TABLES.with(|buf| {
@@ -104,13 +128,22 @@ pub(super) unsafe fn matmul(
             *buf = AlignedBytes::zeroed(need.next_power_of_two());
         }
         // SAFETY: as above.
-        unsafe { products(w, x, out, blocks, buf.as_mut_slice().as_mut_ptr()) };
+        unsafe {
+            products(
+                w,
+                x,
+                out,
+                blocks,
+                buf.as_mut_slice().as_mut_ptr(),
+                lanes_end,
+            )
+        };
     });
 }
 
-/// [`matmul`] with its tables at `base`: tables for up to [`CHUNK_TOKENS`]
-/// tokens at a time, then passes of up to [`PASS_TOKENS`] tokens over the
-/// row blocks.
+/// [`matmul`] of tokens `start..n` with its tables at `base`: tables for
+/// up to [`CHUNK_TOKENS`] tokens at a time, then passes of up to
+/// [`PASS_TOKENS`] tokens over the row blocks.
 ///
 /// # Safety
 /// As [`matmul`]; `base` is 64-byte aligned and holds `min(n, CHUNK_TOKENS)`
@@ -122,11 +155,12 @@ unsafe fn products(
     out: &OutRows<'_>,
     blocks: Range<usize>,
     base: *mut u8,
+    start: usize,
 ) {
     let n = x.n_tokens();
     let table_bytes = w.col_blocks() * TABLE_BYTES;
     let chunk = n.min(CHUNK_TOKENS);
-    let mut c0 = 0;
+    let mut c0 = start;
     while c0 < n {
         let c1 = (c0 + CHUNK_TOKENS).min(n);
         let mut tabs = [std::ptr::null::<u8>(); CHUNK_TOKENS];

@@ -94,10 +94,10 @@
 //!   2-bit layouts (step `s` = columns `4s..4s+4` of 16 rows), so one
 //!   micro-kernel serves both.
 //! * **Lookup layout** (AVX2 without VNNI, `avx2_lut3`): no panels. One
-//!   token streams the weights as in a GEMV; more tokens take passes of
+//!   token streams the weights as in a GEMV; a few tokens take passes of
 //!   three over the rows, each pass reading the weights again (from L2 or
-//!   L3 for a thread's claim). The lookups beat the panel GEMM at every
-//!   token count measured (below), so there is no GEMM for this layout.
+//!   L3 for a thread's claim). Prompts go in blocks of 32 tokens to the
+//!   token-lane kernel (`avx2_lut3_prompt`, below), which beats both.
 //!
 //! # Lookup tables
 //!
@@ -158,6 +158,20 @@
 //! (the 2-bit GEMM → a pass of three), eight 646 → 522, 128 tokens
 //! 8.80 → 8.09 ms (95 → 104 GMAC/s, 31 MAC/cycle). Still short of the
 //! 42 MAC/cycle that 2× prefill needs.
+//!
+//! **Token-lane tables for prompts** (issue 13, `avx2_lut3_prompt`). Every
+//! method above keeps rows in the lanes and pays per weight for getting
+//! one token's int8 activations into them. With 32 tokens in the `i16`
+//! lanes of two registers instead, a group of three columns gets a table
+//! of its 27 sums `t0·a0 + t1·a1 + t2·a2` (exact in `i16`), and a row's
+//! weight triple becomes one table entry: 96 multiply-accumulates per two
+//! `vpaddw` with memory operands. Nothing in that loop is a multiply or a
+//! shuffle; it is bound by the two loads per cycle, and the tables (built
+//! per 16 groups, reused by every row of a thread's claim) and the index
+//! decoding (two `vpshufb` per 32 triples) are shared across the tokens.
+//! Same file, same layout: on a Zen 5 at the forced AVX2 level, one core,
+//! 2560 × 2560 × 128 tokens, 5.46 → 3.30 ms (153 → 254 GMAC/s; 487 on two
+//! cores); on a Zen 4, 125 → 205 GMAC/s.
 //!
 //! # Measured (this machine)
 //!
@@ -220,7 +234,7 @@
 //! at 9 tokens (its panel decode costs about one GEMV), the GEMV 166 at 8,
 //! so GEMV serves up to 8 tokens. On AVX2 with the 2-bit layout the GEMM
 //! path wins from 3 (see `avx2_two_bit::GEMV_MAX_TOKENS`); the lookup layout
-//! has no GEMM (see above).
+//! switches to token lanes at 20 tokens (`avx2_lut3::PAD_MIN_TOKENS`).
 //!
 //! GEMM, 128 tokens, GMAC/s:
 //!
@@ -258,6 +272,8 @@
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_lut3;
+#[cfg(target_arch = "x86_64")]
+mod avx2_lut3_prompt;
 #[cfg(target_arch = "x86_64")]
 mod avx2_two_bit;
 #[cfg(target_arch = "x86_64")]
