@@ -526,9 +526,17 @@ unsafe fn finish(
                 });
                 let v = transpose8(y);
                 for j in 0..8.min(nt - t) {
+                    let dst = out.ptr(t0 + t + j, row0);
                     // SAFETY: token `t0 + t + j` and rows `row0 .. row0 +
-                    // valid` (the mask) are the caller's output.
-                    unsafe { _mm256_maskstore_ps(out.ptr(t0 + t + j, row0), mask, v[j]) };
+                    // valid` are the caller's output. (A masked store costs
+                    // several µops on many cores: only the last rows take it.)
+                    unsafe {
+                        if valid == ROWS {
+                            _mm256_storeu_ps(dst, v[j]);
+                        } else {
+                            _mm256_maskstore_ps(dst, mask, v[j]);
+                        }
+                    }
                 }
             }
         }
