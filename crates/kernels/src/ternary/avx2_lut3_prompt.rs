@@ -480,7 +480,7 @@ unsafe fn rows(
 /// Writes tokens `t0..t0 + nt` of row blocks `blocks` from their sums
 /// `acc32` ([`accumulate`]'s layout), eight rows × eight tokens at a time:
 /// the scale rule with the scalar reference's f32 operations, a transpose,
-/// a masked store per token.
+/// a store per token (masked for a matrix's last rows).
 ///
 /// # Safety
 /// AVX2; `acc32` holds the sums of `blocks`; the output's rows cover
