@@ -613,31 +613,23 @@ mod tests {
     }
 
     /// The decoded offset of every row and group selects the entry of the
-    /// row's weight triple (packed by `lut3`), for every pattern and sign.
+    /// row's weight triple (packed by `lut3`): all 27 triples, each in
+    /// several rows and groups.
     #[test]
     fn decode_selects_each_rows_triple() {
         if !avx2() {
             return;
         }
         let (rows, cols) = (16, 2 * super::super::lut3::BLOCK_COLS);
-        let mut s = 11u64;
+        // Row r, group g holds triple (5r + g) mod 27, digits t0 t1 t2.
         let values: Vec<i8> = (0..rows * cols)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) % 3) as i8 - 1
+            .map(|i| {
+                let (r, c) = (i / cols, i % cols);
+                let e = (5 * r + c / 3) % 27;
+                [e / 9, e / 3 % 3, e % 3][c % 3] as i8 - 1
             })
             .collect();
-        let w = TernaryMatrix::pack_as(
-            super::super::TernaryLayout::Lut3,
-            rows,
-            cols,
-            &values,
-            vec![1.0; rows],
-            ScaleRule::Multiply,
-        )
-        .unwrap();
+        let w = super::super::pack_unit(super::super::TernaryLayout::Lut3, rows, cols, &values);
         let mut idx = AlignedBytes::zeroed(2 * GROUPS * 16);
         // SAFETY: AVX2 is present; the row block holds two blocks and the
         // buffer their offsets, 64-byte aligned.

@@ -173,7 +173,7 @@ pub(crate) unsafe fn decode_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ternary::{ScaleRule, TernaryLayout};
+    use crate::ternary::TernaryLayout;
 
     /// Every code of the panel is the weight at its row and column plus one
     /// (padding columns and rows hold weight 0), for a random matrix with
@@ -192,15 +192,7 @@ mod tests {
                 ((s >> 33) % 3) as i8 - 1
             })
             .collect();
-        let w = TernaryMatrix::pack_as(
-            TernaryLayout::Lut3,
-            rows,
-            cols,
-            &values,
-            vec![1.0; rows],
-            ScaleRule::Multiply,
-        )
-        .unwrap();
+        let w = crate::ternary::pack_unit(TernaryLayout::Lut3, rows, cols, &values);
         let col_blocks = w.col_blocks();
         let nrb = w.row_blocks();
         let mut buf = crate::aligned::AlignedBytes::zeroed(STEPS * col_blocks * nrb * 64);

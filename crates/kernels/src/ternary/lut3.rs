@@ -209,7 +209,7 @@ pub(crate) fn decode_block(block: &[u8], out: &mut [i8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ScaleRule, TernaryLayout, TernaryMatrix};
+    use super::super::{TernaryLayout, TernaryMatrix};
     use super::*;
 
     #[test]
@@ -234,15 +234,7 @@ mod tests {
             let values: Vec<i8> = (0..rows * cols)
                 .map(|i| ((i * 7919 + i / 5) % 3) as i8 - 1)
                 .collect();
-            let m = TernaryMatrix::pack_as(
-                TernaryLayout::Lut3,
-                rows,
-                cols,
-                &values,
-                vec![1.0; rows],
-                ScaleRule::Multiply,
-            )
-            .unwrap();
+            let m = super::super::pack_unit(TernaryLayout::Lut3, rows, cols, &values);
             assert_eq!(m.col_blocks(), cols.div_ceil(BLOCK_COLS));
             assert_eq!(m.data().len(), TernaryLayout::Lut3.packed_bytes(rows, cols));
             // Storage-order definition, independent of `value`.

@@ -867,6 +867,25 @@ pub fn decode_digit(byte: u8, d: usize) -> u8 {
     ((q * 3) >> 8) as u8
 }
 
+/// `values` packed in `layout` with unit scales (for the layouts' tests).
+#[cfg(test)]
+pub(crate) fn pack_unit(
+    layout: TernaryLayout,
+    rows: usize,
+    cols: usize,
+    values: &[i8],
+) -> TernaryMatrix {
+    TernaryMatrix::pack_as(
+        layout,
+        rows,
+        cols,
+        values,
+        vec![1.0; rows],
+        ScaleRule::Multiply,
+    )
+    .expect("a valid test matrix")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

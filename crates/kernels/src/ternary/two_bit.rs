@@ -98,15 +98,7 @@ mod tests {
             let values: Vec<i8> = (0..rows * cols)
                 .map(|i| ((i * 7919 + i / 5) % 3) as i8 - 1)
                 .collect();
-            let m = TernaryMatrix::pack_as(
-                TernaryLayout::TwoBit,
-                rows,
-                cols,
-                &values,
-                vec![1.0; rows],
-                ScaleRule::Multiply,
-            )
-            .unwrap();
+            let m = super::super::pack_unit(TernaryLayout::TwoBit, rows, cols, &values);
             assert_eq!(m.col_blocks(), cols.div_ceil(16));
             assert_eq!(
                 m.data().len(),
