@@ -15,7 +15,7 @@
 //! that two `vpaddw` with memory operands add to the row's 32 token sums.
 //! That is 96 multiply-accumulates per two loads and two adds, with no
 //! shuffle, sign or widening in the loop ([`rows`]): the loop is bound by
-//! the load ports (two 256-bit loads per cycle on Zen 2 to Zen 4 and on
+//! the load ports (two 256-bit loads per cycle on Zen 2 to Zen 5 and on
 //! Intel client cores), not by the single multiply port of `vpmaddubsw` nor
 //! by the shuffle ports that bound the lookups.
 //!
@@ -61,7 +61,8 @@ const GROUP_TABLE: usize = 27 * ENTRY;
 /// Column blocks whose tables are built at a time: 16 groups, 27 KB, which
 /// leaves L1 room for the offsets and the weights. One block (10 flushes
 /// apart) ran 13 % slower on a Zen 4: the accumulators went to memory and
-/// back twice as often.
+/// back twice as often. Three (41 KB) ran 4 % faster in Zen 5's 48 KB L1,
+/// but would not fit the 32 KB of Zen 2 to Zen 4.
 const CHUNK_BLOCKS: usize = 2;
 /// Groups per chunk.
 const CHUNK_GROUPS: usize = CHUNK_BLOCKS * GROUPS;
