@@ -26,42 +26,50 @@ fn sum_lanes(v: __m256) -> f32 {
 
 /// [`sum_lanes`] of eight vectors at once: lane `i` of the result is the
 /// sum of `v[i]`'s lanes in lane order, from the same starting value as
-/// `iter().sum()`. The 8 × 8 transpose (24 shuffles) lets eight vector
-/// additions do what would be 64 dependent scalar ones.
+/// `iter().sum()`. The 8 × 8 transpose ([`transpose8`], 24 shuffles) lets
+/// eight vector additions do what would be 64 dependent scalar ones.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn sum_lanes8(v: [__m256; 8]) -> __m256 {
+    // Rust's float sum folds from its own identity (−0.0 or 0.0 depending on
+    // the version): start from the same value.
+    let start = _mm256_set1_ps([0f32; 0].iter().sum::<f32>());
+    transpose8(v)
+        .into_iter()
+        .fold(start, |s, column| _mm256_add_ps(s, column))
+}
+
+/// The 8 × 8 transpose of `m`: lane `i` of `out[j]` is lane `j` of `m[i]`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn transpose8(m: [__m256; 8]) -> [__m256; 8] {
+    // t[2p], t[2p+1]: rows 2p and 2p+1 interleaved, columns (0, 1 | 4, 5)
+    // and (2, 3 | 6, 7).
     let t: [__m256; 8] = std::array::from_fn(|i| {
-        let (a, b) = (v[2 * (i / 2)], v[2 * (i / 2) + 1]);
+        let (a, b) = (m[2 * (i / 2)], m[2 * (i / 2) + 1]);
         if i % 2 == 0 {
             _mm256_unpacklo_ps(a, b)
         } else {
             _mm256_unpackhi_ps(a, b)
         }
     });
-    // u[i]: lane i % 4 (low half) and lane i % 4 + 4 (high half) of v[0..4]
-    // (i < 4) or of v[4..8] (i ≥ 4).
+    // u[4q + j]: column j (and j + 4 in the high lane) of rows 4q..4q+4.
     let u: [__m256; 8] = std::array::from_fn(|i| {
-        let base = 4 * (i / 4);
-        let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
-        if i % 2 == 0 {
+        let (q, j) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
+        if j % 2 == 0 {
             _mm256_shuffle_ps::<0x44>(a, b)
         } else {
             _mm256_shuffle_ps::<0xEE>(a, b)
         }
     });
-    // Rust's float sum folds from its own identity (−0.0 or 0.0 depending on
-    // the version): start from the same value.
-    let mut s = _mm256_set1_ps([0f32; 0].iter().sum::<f32>());
-    for lane in 0..8 {
-        let r = if lane < 4 {
-            _mm256_permute2f128_ps::<0x20>(u[lane], u[4 + lane])
+    std::array::from_fn(|j| {
+        let (a, b) = (u[j % 4], u[4 + j % 4]);
+        if j < 4 {
+            _mm256_permute2f128_ps::<0x20>(a, b)
         } else {
-            _mm256_permute2f128_ps::<0x31>(u[lane - 4], u[lane])
-        };
-        s = _mm256_add_ps(s, r);
-    }
-    s
+            _mm256_permute2f128_ps::<0x31>(a, b)
+        }
+    })
 }
 
 /// # Safety
@@ -913,5 +921,35 @@ pub(crate) unsafe fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
     }
     for j in i..n {
         y[j] += a * f32::from(x[j]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose8_transposes() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("skipping: this CPU lacks AVX2");
+            return;
+        }
+        let m: [[f32; 8]; 8] =
+            std::array::from_fn(|i| std::array::from_fn(|j| (10 * i + j) as f32));
+        // SAFETY: AVX2 is present (checked above); the loads and stores
+        // cover 8 floats each.
+        let got: [[f32; 8]; 8] = unsafe {
+            let v = transpose8(std::array::from_fn(|i| _mm256_loadu_ps(m[i].as_ptr())));
+            std::array::from_fn(|j| {
+                let mut row = [0f32; 8];
+                _mm256_storeu_ps(row.as_mut_ptr(), v[j]);
+                row
+            })
+        };
+        for i in 0..8 {
+            for j in 0..8 {
+                assert_eq!(got[j][i], m[i][j], "out[{j}] lane {i}");
+            }
+        }
     }
 }

@@ -50,6 +50,7 @@ use super::{TernaryMatrix, prefetch};
 use crate::ScaleRule;
 use crate::act::QuantizedActs;
 use crate::aligned::AlignedBytes;
+use crate::ops::transpose8;
 use crate::out::OutRows;
 
 /// Tokens per block: the `i16` lanes of two `ymm` registers.
@@ -544,39 +545,6 @@ unsafe fn finish(
     }
 }
 
-/// The 8 × 8 transpose of `m`: lane `i` of `out[j]` is lane `j` of `m[i]`.
-#[target_feature(enable = "avx2,fma")]
-fn transpose8(m: [__m256; 8]) -> [__m256; 8] {
-    // t[2p], t[2p+1]: rows 2p and 2p+1 interleaved, columns (0, 1 | 4, 5)
-    // and (2, 3 | 6, 7).
-    let t: [__m256; 8] = std::array::from_fn(|i| {
-        let (a, b) = (m[2 * (i / 2)], m[2 * (i / 2) + 1]);
-        if i % 2 == 0 {
-            _mm256_unpacklo_ps(a, b)
-        } else {
-            _mm256_unpackhi_ps(a, b)
-        }
-    });
-    // u[4q + j]: column j (and j + 4 in the high lane) of rows 4q..4q+4.
-    let u: [__m256; 8] = std::array::from_fn(|i| {
-        let (q, j) = (i / 4, i % 4);
-        let (a, b) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
-        if j % 2 == 0 {
-            _mm256_shuffle_ps::<0x44>(a, b)
-        } else {
-            _mm256_shuffle_ps::<0xEE>(a, b)
-        }
-    });
-    std::array::from_fn(|j| {
-        let (a, b) = (u[j % 4], u[4 + j % 4]);
-        if j < 4 {
-            _mm256_permute2f128_ps::<0x20>(a, b)
-        } else {
-            _mm256_permute2f128_ps::<0x31>(a, b)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,30 +555,6 @@ mod tests {
             eprintln!("skipping: this CPU lacks AVX2");
         }
         ok
-    }
-
-    #[test]
-    fn transpose8_transposes() {
-        if !avx2() {
-            return;
-        }
-        let m: [[f32; 8]; 8] =
-            std::array::from_fn(|i| std::array::from_fn(|j| (10 * i + j) as f32));
-        // SAFETY: AVX2 is present (checked above); the loads and stores
-        // cover 8 floats each.
-        let got: [[f32; 8]; 8] = unsafe {
-            let v = transpose8(std::array::from_fn(|i| _mm256_loadu_ps(m[i].as_ptr())));
-            std::array::from_fn(|j| {
-                let mut row = [0f32; 8];
-                _mm256_storeu_ps(row.as_mut_ptr(), v[j]);
-                row
-            })
-        };
-        for i in 0..8 {
-            for j in 0..8 {
-                assert_eq!(got[j][i], m[i][j], "out[{j}] lane {i}");
-            }
-        }
     }
 
     /// The decoded offset of every row and group selects the entry of the
