@@ -113,7 +113,8 @@ pub(super) unsafe fn matmul(
             return;
         }
     }
-    let chunk = x.n_tokens().min(CHUNK_TOKENS);
+    // Tables for the tokens left to the passes only.
+    let chunk = (n - lanes_end).min(CHUNK_TOKENS);
     let need = chunk * w.col_blocks() * TABLE_BYTES + 2 * x.stride();
     if need <= STACK_TABLE_BYTES {
         let mut tables = StackTables([const { MaybeUninit::uninit() }; STACK_TABLE_BYTES]);
@@ -146,8 +147,9 @@ pub(super) unsafe fn matmul(
 /// [`PASS_TOKENS`] tokens over the row blocks.
 ///
 /// # Safety
-/// As [`matmul`]; `base` is 64-byte aligned and holds `min(n, CHUNK_TOKENS)`
-/// tables of the matrix's column blocks and two activation rows.
+/// As [`matmul`]; `start < n`; `base` is 64-byte aligned and holds
+/// `min(n − start, CHUNK_TOKENS)` tables of the matrix's column blocks and
+/// two activation rows.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn products(
     w: &TernaryMatrix,
@@ -159,7 +161,7 @@ unsafe fn products(
 ) {
     let n = x.n_tokens();
     let table_bytes = w.col_blocks() * TABLE_BYTES;
-    let chunk = n.min(CHUNK_TOKENS);
+    let chunk = (n - start).min(CHUNK_TOKENS);
     let mut c0 = start;
     while c0 < n {
         let c1 = (c0 + CHUNK_TOKENS).min(n);
