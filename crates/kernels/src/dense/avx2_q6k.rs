@@ -36,13 +36,20 @@ const Q6K_PREFETCH: usize = 2048;
 const ROWS: usize = 8;
 /// Tokens per pass over a row group.
 const TOKENS: usize = 2;
-/// Row groups read side by side for one token, one from each quarter of
-/// the thread's rows. A Zen 2 core (`examples/head_probe.rs q6_k`, 2B-4T
-/// head from DRAM) read 11.8–12.7 GB/s one group at a time, 16.9–17.8 with
-/// two groups from the two halves, 18.1–18.3 with four from the quarters;
+/// Row groups read side by side for one token: neighbouring groups, each
+/// the next part of its own memory stream (a stream's next group is
+/// `STREAMS` groups on, and its last row's prefetches go there). A Zen 2
+/// core (`examples/head_probe.rs q6_k`, 2B-4T head from DRAM) read
+/// 11.8–12.7 GB/s one group at a time, 16.9–17.8 with two groups from the
+/// two halves of a thread's rows, 18.1–18.3 with four from the quarters;
 /// two cores 23.3–23.9, 32.0–35.0 and 35.8–36.2. (Rows `i` and `i + 4` of
 /// one group side by side were slower: 10.4 GB/s on one core.) Independent
 /// rows give the core more work in flight as well as more memory streams.
+/// On a Zen 5 (2 cores, both SIMD levels run this kernel) the quarters
+/// read 26–29 GB/s on one core but 22–25 on two, four streams a thread
+/// megabytes apart; four neighbouring groups read 29–31 and 40–59 (single
+/// groups 27–28 and 36–46), alternating runs. The neighbours are not yet
+/// measured on a Zen 2.
 const STREAMS: usize = 4;
 /// Blocks of a row decoded before the rows' sums are reduced (4096
 /// columns: a whole row of every model here).
@@ -61,15 +68,17 @@ pub(crate) unsafe fn matmul(
     let n = x.n_tokens();
     let mut rows = rows;
     if n == 1 {
-        // One token: STREAMS groups from the STREAMS quarters of the range
-        // side by side; the groups and rows left over go below.
-        let quarter = rows.len() / ROWS / STREAMS;
-        for g in 0..quarter {
-            let r0s = std::array::from_fn(|k| rows.start + ROWS * (k * quarter + g));
+        // One token: STREAMS neighbouring groups side by side, each the
+        // next part of its own stream; the groups and rows left over go
+        // below.
+        let sets = rows.len() / (ROWS * STREAMS);
+        let jump = (STREAMS - 1) * ROWS * w.row(0).len();
+        for s in 0..sets {
+            let r0s = std::array::from_fn(|k| rows.start + ROWS * (STREAMS * s + k));
             // SAFETY: forwarded contract; every group lies in `rows`.
-            unsafe { group::<1, STREAMS>(w, x, out, r0s, 0) };
+            unsafe { group::<1, STREAMS>(w, x, out, r0s, 0, jump) };
         }
-        rows.start += ROWS * STREAMS * quarter;
+        rows.start += ROWS * STREAMS * sets;
     }
     // As the f32 head: all token blocks over one chunk of rows at a time.
     for rows in super::row_chunks(rows, super::HEAD_ROW_CHUNK) {
@@ -82,8 +91,8 @@ pub(crate) unsafe fn matmul(
                 // exist.
                 unsafe {
                     match (nt, rows.end - r >= ROWS) {
-                        (1, true) => group::<1, 1>(w, x, out, [r], t0),
-                        (_, true) => group::<2, 1>(w, x, out, [r], t0),
+                        (1, true) => group::<1, 1>(w, x, out, [r], t0, 0),
+                        (_, true) => group::<2, 1>(w, x, out, [r], t0, 0),
                         (1, false) => single::<1>(w, x, out, r, t0),
                         (_, false) => single::<2>(w, x, out, r, t0),
                     }
@@ -229,9 +238,14 @@ unsafe fn group<const T: usize, const G: usize>(
     out: &OutRows<'_>,
     r0s: [usize; G],
     t0: usize,
+    jump: usize,
 ) {
     let rows: [[*const u8; ROWS]; G] =
         std::array::from_fn(|g| std::array::from_fn(|i| w.row(r0s[g] + i).as_ptr()));
+    // Each row asks for the bytes `Q6K_PREFETCH` on; where those lie past
+    // the group's last row, they are asked for in the stream's next group,
+    // `jump` bytes further on.
+    let row_bytes = w.row(0).len();
     let n_blocks = w.cols() / BLOCK;
     let mut acc = [[_mm256_setzero_ps(); T]; G];
     let mut lanes = [[[[_mm256_setzero_si256(); T]; ROWS]; CHUNK_BLOCKS]; G];
@@ -239,7 +253,7 @@ unsafe fn group<const T: usize, const G: usize>(
     let mut b0 = 0;
     while b0 < n_blocks {
         let nb = CHUNK_BLOCKS.min(n_blocks - b0);
-        let mut one = |g: usize, i: usize, j: usize| {
+        let mut one = |g: usize, i: usize, j: usize, ahead: usize| {
             let b = b0 + j;
             let qx: [*const i8; T] = std::array::from_fn(|t| x.row(t0 + t)[BLOCK * b..].as_ptr());
             let bs: [*const i16; T] =
@@ -249,7 +263,7 @@ unsafe fn group<const T: usize, const G: usize>(
             unsafe {
                 let blk = rows[g][i].add(b * q6_k::BLOCK_BYTES);
                 for k in 0..4 {
-                    crate::ternary::prefetch(blk.wrapping_add(Q6K_PREFETCH + 64 * k));
+                    crate::ternary::prefetch(blk.wrapping_add(ahead + 64 * k));
                 }
                 lanes[g][j][i] = block_lanes::<T>(blk, qx, bs);
                 d[g][j][i] = blk.add(q6_k::D).cast::<u16>().read_unaligned();
@@ -257,8 +271,10 @@ unsafe fn group<const T: usize, const G: usize>(
         };
         for i in 0..ROWS {
             for j in 0..nb {
+                let at = i * row_bytes + (b0 + j) * q6_k::BLOCK_BYTES + Q6K_PREFETCH;
+                let ahead = Q6K_PREFETCH + if at >= ROWS * row_bytes { jump } else { 0 };
                 for g in 0..G {
-                    one(g, i, j);
+                    one(g, i, j, ahead);
                 }
             }
         }
