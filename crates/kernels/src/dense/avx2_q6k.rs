@@ -46,9 +46,9 @@ const TOKENS: usize = 2;
 /// one group side by side were slower: 10.4 GB/s on one core.) Independent
 /// rows give the core more work in flight as well as more memory streams.
 /// On a Zen 5 (2 cores, both SIMD levels run this kernel) the quarters
-/// read 26–29 GB/s on one core but 22–25 on two, four streams a thread
-/// megabytes apart; four neighbouring groups read 29–31 and 40–59 (single
-/// groups 27–28 and 36–46), alternating runs. The neighbours are not yet
+/// read 22–29 GB/s on one core but 23–25 on two, four streams a thread
+/// megabytes apart; four neighbouring groups read 28–31 and 36–60 (single
+/// groups 24–28 and 36–46), alternating runs. The neighbours are not yet
 /// measured on a Zen 2.
 const STREAMS: usize = 4;
 /// Blocks of a row decoded before the rows' sums are reduced (4096
