@@ -104,8 +104,17 @@ impl Kernels {
                     usize::MAX,
                 ];
                 table.dense = dense::avx2::matmul;
-                table.q8 = dense::avx2::q8x_matmul;
-                table.q6k = dense::avx2_q6k::matmul;
+                let far = dense::far_streams();
+                table.q8 = if far {
+                    dense::avx2::q8x_matmul::<true>
+                } else {
+                    dense::avx2::q8x_matmul::<false>
+                };
+                table.q6k = if far {
+                    dense::avx2_q6k::matmul::<true>
+                } else {
+                    dense::avx2_q6k::matmul::<false>
+                };
                 table.quantize = crate::act::avx2::quantize_row;
                 // AVX-VNNI: the AVX2 table with `vpdpbusd` ternary products.
                 if isa == Isa::AvxVnni {
@@ -130,7 +139,8 @@ impl Kernels {
                 }
                 table.dense = dense::avx512::matmul;
                 table.q8 = dense::avx512::q8x_matmul;
-                table.q6k = dense::avx2_q6k::matmul;
+                // (No AMD family 17h core has AVX-512.)
+                table.q6k = dense::avx2_q6k::matmul::<false>;
                 table.quantize = crate::act::avx512::quantize_row;
             }
         }

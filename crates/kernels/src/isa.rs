@@ -92,6 +92,29 @@ impl fmt::Display for Isa {
     }
 }
 
+/// The CPU family (base plus extended) of an AMD processor; `None` on
+/// other vendors and architectures. Kernels that read memory in ways whose
+/// best choice was measured to differ between core generations ask it.
+pub(crate) fn amd_family() -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let vendor = __cpuid(0);
+        if (vendor.ebx, vendor.edx, vendor.ecx) != (0x6874_7541, 0x6974_6e65, 0x444d_4163) {
+            return None;
+        }
+        let eax = __cpuid(1).eax;
+        let base = (eax >> 8) & 0xf;
+        Some(if base == 0xf {
+            base + ((eax >> 20) & 0xff)
+        } else {
+            base
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 /// Proof that the CPU supports AVX2, FMA and F16C.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2(());
@@ -162,22 +185,6 @@ impl Avx512 {
     /// lookup layout's GEMV decodes faster than the base-3 one (see
     /// `Kernels::ternary_layout`).
     pub fn in_halves(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::__cpuid;
-            let vendor = __cpuid(0);
-            let amd =
-                (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
-            let eax = __cpuid(1).eax;
-            let base = (eax >> 8) & 0xf;
-            let family = if base == 0xf {
-                base + ((eax >> 20) & 0xff)
-            } else {
-                base
-            };
-            amd && family == 0x19
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        amd_family() == Some(0x19)
     }
 }

@@ -504,10 +504,15 @@ unsafe fn q6_k_group<const R: usize, const T: usize>(
 /// The CPU must support AVX2/FMA/F16C; `out` is `n_tokens × rows` and this
 /// thread owns the rows of `groups`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, groups: Range<usize>) {
+pub(crate) unsafe fn q8x_matmul<const FAR: bool>(
+    w: &Q8Matrix,
+    x: &Q8Acts,
+    out: &OutRows<'_>,
+    groups: Range<usize>,
+) {
     let n = x.n_tokens();
     let mut groups = groups;
-    if n <= TOKENS {
+    if n <= TOKENS && FAR {
         // One or two tokens (decoding): Q8X_STREAMS groups from the quarters
         // of the range side by side; the groups left over go below.
         let quarter = groups.len() / Q8X_STREAMS;
@@ -523,6 +528,19 @@ pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gro
             }
         }
         groups.start += Q8X_STREAMS * quarter;
+    } else if n <= TOKENS {
+        // One group after another, both halves in one pass: one stream.
+        for g in groups.clone() {
+            // SAFETY: forwarded contract; the group is in `groups`.
+            unsafe {
+                if n == 1 {
+                    q8x_streams::<1, 1>(w, x, out, [g]);
+                } else {
+                    q8x_streams::<2, 1>(w, x, out, [g]);
+                }
+            }
+        }
+        groups.start = groups.end;
     }
     // As in `matmul`: all token blocks over a few row groups at a time.
     for groups in super::row_chunks(groups, super::HEAD_ROW_CHUNK / q8x::ROWS) {
@@ -544,17 +562,27 @@ pub(crate) unsafe fn q8x_matmul(w: &Q8Matrix, x: &Q8Acts, out: &OutRows<'_>, gro
 
 /// Groups of the int8 head read side by side for one or two tokens, one
 /// from each quarter of the thread's groups, a 32-column block (512 bytes)
-/// of each in turn, both 8-row halves of a group in one pass. The 2B-4T
-/// head from DRAM on a Zen 2 (`examples/head_probe.rs q8x`, alternating
-/// runs), one core / two cores, GB/s, one token: one group at a time in two
-/// passes over its halves (the path below) 10.4 / 20.1–20.5; one group in
-/// one pass 14.7–14.8 / 27.0–30.1; two groups from the two halves
-/// 17.3–17.5 / 32.0–33.3; four from the quarters 22.7–23.0 / 40.5–43.3;
-/// eight from the eighths 16.8–17.1 / 32.5–32.7. Two tokens: 9.4 / 18.5 on
-/// the path below, 10.4–10.8 / 20.0–20.3 with two groups, 15.8 / 31.3 with
-/// four. As for the other heads, independent streams keep more lines in
-/// flight (`examples/stream_read.rs`).
+/// of each in turn, both 8-row halves of a group in one pass, where
+/// [`super::far_streams`] says so. The 2B-4T head from DRAM on a Zen 2
+/// (`examples/head_probe.rs q8x`, alternating runs), one core / two cores,
+/// GB/s, one token: one group at a time in two passes over its halves (the
+/// path below) 10.4 / 20.1–20.5; one group in one pass 14.7–14.8 /
+/// 27.0–30.1; two groups from the two halves 17.3–17.5 / 32.0–33.3; four
+/// from the quarters 22.7–23.0 / 40.5–43.3; eight from the eighths
+/// 16.8–17.1 / 32.5–32.7. Two tokens: 9.4 / 18.5 on the path below,
+/// 10.4–10.8 / 20.0–20.3 with two groups, 15.8 / 31.3 with four. As for the
+/// other heads, independent streams keep more lines in flight
+/// (`examples/stream_read.rs`). On a Zen 5 (forced AVX2 level) the quarters
+/// read 31–34 / 22–24, less on two cores than on one (two tokens: 25 /
+/// 13.4); one group at a time in one pass, asking for its stream
+/// [`Q8X_PREFETCH`] bytes ahead, 36.5–37.7 / 47–51 (two tokens 29–30 /
+/// 45–48; one token without the prefetch 31–33 / 45–46, four neighbouring
+/// groups 25 / 35, groups 64 apart 13.6 / 30.4). CPUs other than AMD
+/// family 17h read one stream so; no AVX2-only one has measured it yet.
 const Q8X_STREAMS: usize = 4;
+/// How far ahead a lone stream of [`q8x_streams`] asks for its codes (2 and
+/// 8 KB read 32 / 48 and 34 / 44–48 GB/s on the Zen 5 above).
+const Q8X_PREFETCH: usize = 4096;
 
 /// 32 stored int8 codes (8 rows × one 4-column step; stored with their top
 /// bit flipped) as signed codes and their magnitudes, for [`q8_dot4`].
@@ -606,6 +634,12 @@ unsafe fn q8x_streams<const T: usize, const S: usize>(
     for b in 0..w.blocks() {
         for s in 0..S {
             let codes = w.codes(gs[s], b).as_ptr();
+            if S == 1 {
+                // One stream: the groups follow one another in memory.
+                for line in 0..q8x::GROUP_BLOCK_BYTES / 64 {
+                    crate::ternary::prefetch(codes.wrapping_add(Q8X_PREFETCH + 64 * line));
+                }
+            }
             let mut isum = [[_mm256_setzero_si256(); T]; 2];
             for step in 0..8 {
                 for h in 0..2 {

@@ -36,20 +36,21 @@ const Q6K_PREFETCH: usize = 2048;
 const ROWS: usize = 8;
 /// Tokens per pass over a row group.
 const TOKENS: usize = 2;
-/// Row groups read side by side for one token: neighbouring groups, each
-/// the next part of its own memory stream (a stream's next group is
-/// `STREAMS` groups on, and its last row's prefetches go there). A Zen 2
-/// core (`examples/head_probe.rs q6_k`, 2B-4T head from DRAM) read
-/// 11.8–12.7 GB/s one group at a time, 16.9–17.8 with two groups from the
-/// two halves of a thread's rows, 18.1–18.3 with four from the quarters;
-/// two cores 23.3–23.9, 32.0–35.0 and 35.8–36.2. (Rows `i` and `i + 4` of
-/// one group side by side were slower: 10.4 GB/s on one core.) Independent
-/// rows give the core more work in flight as well as more memory streams.
-/// On a Zen 5 (2 cores, both SIMD levels run this kernel) the quarters
-/// read 22–29 GB/s on one core but 23–25 on two, four streams a thread
-/// megabytes apart; four neighbouring groups read 28–31 and 36–60 (single
-/// groups 24–28 and 36–46), alternating runs. The neighbours are not yet
-/// measured on a Zen 2.
+/// Row groups read side by side for one token, each the next part of its
+/// own memory stream. A Zen 2 core (`examples/head_probe.rs q6_k`, 2B-4T
+/// head from DRAM) read 11.8–12.7 GB/s one group at a time, 16.9–17.8 with
+/// two groups from the two halves of a thread's rows, 18.1–18.3 with four
+/// from the quarters; two cores 23.3–23.9, 32.0–35.0 and 35.8–36.2. (Rows
+/// `i` and `i + 4` of one group side by side were slower: 10.4 GB/s on one
+/// core.) Independent rows give the core more work in flight as well as
+/// more memory streams. On a Zen 5 (2 cores; both SIMD levels run this
+/// kernel) the quarters read 22–29 GB/s on one core but 23–25 on two, four
+/// streams a thread megabytes apart; four neighbouring groups, a stream's
+/// next group `STREAMS` groups on (its last row's prefetches go there),
+/// read 28–31 and 36–60 (single groups 24–28 and 36–46), alternating runs.
+/// So AMD family 17h (Zen to Zen 2) reads the quarters
+/// ([`super::far_streams`]) and other CPUs the neighbours, which no
+/// AVX2-only CPU has measured yet.
 const STREAMS: usize = 4;
 /// Blocks of a row decoded before the rows' sums are reduced (4096
 /// columns: a whole row of every model here).
@@ -59,7 +60,7 @@ const CHUNK_BLOCKS: usize = 16;
 /// The CPU must support AVX2/FMA/F16C; `w` is Q6_K with the columns of `x`;
 /// `out` is `n_tokens × w.rows()` and this thread owns `rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul(
+pub(crate) unsafe fn matmul<const FAR: bool>(
     w: &DenseMatrix<'_>,
     x: &Q8KActs,
     out: &OutRows<'_>,
@@ -68,13 +69,19 @@ pub(crate) unsafe fn matmul(
     let n = x.n_tokens();
     let mut rows = rows;
     if n == 1 {
-        // One token: STREAMS neighbouring groups side by side, each the
-        // next part of its own stream; the groups and rows left over go
-        // below.
+        // One token: STREAMS groups side by side, from the quarters of the
+        // range (`FAR`) or neighbouring, each the next part of its own
+        // stream (see `STREAMS`); the groups and rows left over go below.
         let sets = rows.len() / (ROWS * STREAMS);
-        let jump = (STREAMS - 1) * ROWS * w.row(0).len();
+        let jump = if FAR {
+            0
+        } else {
+            (STREAMS - 1) * ROWS * w.row(0).len()
+        };
         for s in 0..sets {
-            let r0s = std::array::from_fn(|k| rows.start + ROWS * (STREAMS * s + k));
+            let r0s = std::array::from_fn(|k| {
+                rows.start + ROWS * if FAR { k * sets + s } else { STREAMS * s + k }
+            });
             // SAFETY: forwarded contract; every group lies in `rows`.
             unsafe { group::<1, STREAMS>(w, x, out, r0s, 0, jump) };
         }

@@ -66,6 +66,15 @@ pub(crate) const HEAD_ROW_CHUNK: usize = 32;
 /// [`crate::ternary::prefetch`], which brings lines into L2).
 pub(crate) const HEAD_PREFETCH: usize = 8192;
 
+/// Whether the AVX2 heads read a thread's rows for one token from its
+/// quarters, megabytes apart, rather than from neighbouring row groups:
+/// AMD family 17h (Zen to Zen 2), where the quarters were the best
+/// arrangement measured; on a Zen 5 they read less on two cores than on
+/// one (see `avx2_q6k::STREAMS` and `avx2::Q8X_STREAMS`).
+pub(crate) fn far_streams() -> bool {
+    crate::isa::amd_family() == Some(0x17)
+}
+
 /// `range` cut into consecutive pieces of at most `chunk` items.
 pub(crate) fn row_chunks(
     range: std::ops::Range<usize>,
@@ -258,4 +267,108 @@ pub fn quantize(ty: DenseType, values: &[f32]) -> Result<Vec<u8>> {
             .for_each(|b| out.extend(q6_k::quantize_block(b))),
     }
     Ok(out)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::out::OutRows;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// Both ways the AVX2 heads arrange one or two tokens' rows (from the
+    /// quarters of a thread's range, or neighbouring, see [`far_streams`])
+    /// give their scalar references bit for bit, whichever this CPU uses:
+    /// ranges as two threads own them, with sets of groups and groups and
+    /// rows left over.
+    #[test]
+    fn both_head_arrangements_match_the_references() {
+        if crate::isa::Avx2::detect().is_none() {
+            eprintln!("skipping: this CPU lacks AVX2");
+            return;
+        }
+        for (rows, cols) in [(300, 512), (77, 256)] {
+            let q6 = quantize(DenseType::Q6K, &values(rows * cols, 1)).unwrap();
+            let m = DenseMatrix::new(DenseType::Q6K, rows, cols, &q6).unwrap();
+            let q8 = quantize(DenseType::Q8_0, &values(rows * cols, 2)).unwrap();
+            let m8 = q8x::Q8Matrix::from_dense(
+                &DenseMatrix::new(DenseType::Q8_0, rows, cols, &q8).unwrap(),
+            )
+            .unwrap();
+            for n in [1, 2] {
+                let x = values(n * cols, 3);
+                let mut a6 = q8k::Q8KActs::new();
+                a6.quantize(&x, n, cols);
+                let mut a8 = q8x::Q8Acts::new();
+                a8.quantize(&x, n, cols);
+                let q6k = |f: unsafe fn(
+                    &DenseMatrix<'_>,
+                    &q8k::Q8KActs,
+                    &OutRows<'_>,
+                    std::ops::Range<usize>,
+                )| {
+                    let mut out = vec![f32::NAN; n * rows];
+                    let o = OutRows::new(&mut out, n, rows);
+                    for part in [0..rows / 2, rows / 2..rows] {
+                        // SAFETY: AVX2/FMA/F16C are present (checked above;
+                        // every AVX2 CPU has F16C and FMA); the output holds
+                        // every row of both tokens.
+                        unsafe { f(&m, &a6, &o, part) };
+                    }
+                    bits(&out)
+                };
+                let want = q6k(q8k::matmul);
+                assert_eq!(
+                    q6k(avx2_q6k::matmul::<true>),
+                    want,
+                    "Q6_K quarters {rows}x{cols} n{n}"
+                );
+                assert_eq!(
+                    q6k(avx2_q6k::matmul::<false>),
+                    want,
+                    "Q6_K neighbours {rows}x{cols} n{n}"
+                );
+                let groups = m8.groups();
+                let q8 = |f: unsafe fn(
+                    &q8x::Q8Matrix,
+                    &q8x::Q8Acts,
+                    &OutRows<'_>,
+                    std::ops::Range<usize>,
+                )| {
+                    let mut out = vec![f32::NAN; n * rows];
+                    let o = OutRows::new(&mut out, n, rows);
+                    for part in [0..groups / 2, groups / 2..groups] {
+                        // SAFETY: as above.
+                        unsafe { f(&m8, &a8, &o, part) };
+                    }
+                    bits(&out)
+                };
+                let want = q8(q8x::matmul);
+                assert_eq!(
+                    q8(avx2::q8x_matmul::<true>),
+                    want,
+                    "Q8_0 quarters {rows}x{cols} n{n}"
+                );
+                assert_eq!(
+                    q8(avx2::q8x_matmul::<false>),
+                    want,
+                    "Q8_0 one stream {rows}x{cols} n{n}"
+                );
+            }
+        }
+    }
 }
