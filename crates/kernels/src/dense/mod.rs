@@ -286,8 +286,28 @@ mod tests {
             .collect()
     }
 
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|f| f.to_bits()).collect()
+    /// The bits of the `n × rows` output (NaN where nothing was written)
+    /// that `f` writes for the two halves of `0..len` in turn, as two
+    /// threads own a range.
+    ///
+    /// # Safety
+    /// `f`'s contract, for `m`, `x` and every half of `0..len`, with an
+    /// output of `n` tokens × `rows`.
+    unsafe fn by_halves<M, A>(
+        f: unsafe fn(&M, &A, &OutRows<'_>, std::ops::Range<usize>),
+        m: &M,
+        x: &A,
+        n: usize,
+        rows: usize,
+        len: usize,
+    ) -> Vec<u32> {
+        let mut out = vec![f32::NAN; n * rows];
+        let o = OutRows::new(&mut out, n, rows);
+        for part in [0..len / 2, len / 2..len] {
+            // SAFETY: the caller's contract.
+            unsafe { f(m, x, &o, part) };
+        }
+        out.iter().map(|v| v.to_bits()).collect()
     }
 
     /// Both ways the AVX2 heads arrange one or two tokens' rows (from the
@@ -301,12 +321,22 @@ mod tests {
             eprintln!("skipping: this CPU lacks AVX2");
             return;
         }
+        type Q6 = unsafe fn(&DenseMatrix<'_>, &q8k::Q8KActs, &OutRows<'_>, std::ops::Range<usize>);
+        type Q8 = unsafe fn(&q8x::Q8Matrix, &q8x::Q8Acts, &OutRows<'_>, std::ops::Range<usize>);
+        let q6k: [(&str, Q6); 2] = [
+            ("quarters", avx2_q6k::matmul::<true>),
+            ("neighbours", avx2_q6k::matmul::<false>),
+        ];
+        let q8: [(&str, Q8); 2] = [
+            ("quarters", avx2::q8x_matmul::<true>),
+            ("one stream", avx2::q8x_matmul::<false>),
+        ];
         for (rows, cols) in [(300, 512), (77, 256)] {
             let q6 = quantize(DenseType::Q6K, &values(rows * cols, 1)).unwrap();
             let m = DenseMatrix::new(DenseType::Q6K, rows, cols, &q6).unwrap();
-            let q8 = quantize(DenseType::Q8_0, &values(rows * cols, 2)).unwrap();
+            let q8_bytes = quantize(DenseType::Q8_0, &values(rows * cols, 2)).unwrap();
             let m8 = q8x::Q8Matrix::from_dense(
-                &DenseMatrix::new(DenseType::Q8_0, rows, cols, &q8).unwrap(),
+                &DenseMatrix::new(DenseType::Q8_0, rows, cols, &q8_bytes).unwrap(),
             )
             .unwrap();
             for n in [1, 2] {
@@ -315,59 +345,25 @@ mod tests {
                 a6.quantize(&x, n, cols);
                 let mut a8 = q8x::Q8Acts::new();
                 a8.quantize(&x, n, cols);
-                let q6k = |f: unsafe fn(
-                    &DenseMatrix<'_>,
-                    &q8k::Q8KActs,
-                    &OutRows<'_>,
-                    std::ops::Range<usize>,
-                )| {
-                    let mut out = vec![f32::NAN; n * rows];
-                    let o = OutRows::new(&mut out, n, rows);
-                    for part in [0..rows / 2, rows / 2..rows] {
-                        // SAFETY: AVX2/FMA/F16C are present (checked above;
-                        // every AVX2 CPU has F16C and FMA); the output holds
-                        // every row of both tokens.
-                        unsafe { f(&m, &a6, &o, part) };
-                    }
-                    bits(&out)
-                };
-                let want = q6k(q8k::matmul);
-                assert_eq!(
-                    q6k(avx2_q6k::matmul::<true>),
-                    want,
-                    "Q6_K quarters {rows}x{cols} n{n}"
-                );
-                assert_eq!(
-                    q6k(avx2_q6k::matmul::<false>),
-                    want,
-                    "Q6_K neighbours {rows}x{cols} n{n}"
-                );
+                // SAFETY: AVX2/FMA/F16C are present (checked above; every
+                // AVX2 CPU has F16C and FMA); the matrices and activations
+                // match, the output holds every row of every token, and the
+                // halves are ranges of rows (Q6_K) or row groups (Q8_0).
+                // The calls below rest on the same facts.
+                let want = unsafe { by_halves(q8k::matmul, &m, &a6, n, rows, rows) };
+                for (name, f) in q6k {
+                    // SAFETY: as above.
+                    let got = unsafe { by_halves(f, &m, &a6, n, rows, rows) };
+                    assert_eq!(got, want, "Q6_K {name} {rows}x{cols} n{n}");
+                }
                 let groups = m8.groups();
-                let q8 = |f: unsafe fn(
-                    &q8x::Q8Matrix,
-                    &q8x::Q8Acts,
-                    &OutRows<'_>,
-                    std::ops::Range<usize>,
-                )| {
-                    let mut out = vec![f32::NAN; n * rows];
-                    let o = OutRows::new(&mut out, n, rows);
-                    for part in [0..groups / 2, groups / 2..groups] {
-                        // SAFETY: as above.
-                        unsafe { f(&m8, &a8, &o, part) };
-                    }
-                    bits(&out)
-                };
-                let want = q8(q8x::matmul);
-                assert_eq!(
-                    q8(avx2::q8x_matmul::<true>),
-                    want,
-                    "Q8_0 quarters {rows}x{cols} n{n}"
-                );
-                assert_eq!(
-                    q8(avx2::q8x_matmul::<false>),
-                    want,
-                    "Q8_0 one stream {rows}x{cols} n{n}"
-                );
+                // SAFETY: as above.
+                let want = unsafe { by_halves(q8x::matmul, &m8, &a8, n, rows, groups) };
+                for (name, f) in q8 {
+                    // SAFETY: as above.
+                    let got = unsafe { by_halves(f, &m8, &a8, n, rows, groups) };
+                    assert_eq!(got, want, "Q8_0 {name} {rows}x{cols} n{n}");
+                }
             }
         }
     }
